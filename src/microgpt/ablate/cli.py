@@ -1,0 +1,2 @@
+def add_ablate_parser(sub) -> None:
+    pass

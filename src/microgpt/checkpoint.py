@@ -1,0 +1,117 @@
+"""Checkpoints: one safetensors file that both modes read and write.
+
+Tensors (float64, exact for every mode and dtype): the weights under their model names
+(`wte`, `layer0.attn_wq`, ...), Adam's moments as `adam_m.<name>` and `adam_v.<name>`, and
+the per-step training losses so far as `train_losses`. Metadata (JSON strings): the format
+and its version, the model and training configs, the vocabulary, the step, the RNG state,
+the mode that wrote it, and a fingerprint of the documents, so that a resume can check it
+continues on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from microgpt import tensorfile
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UserError
+from microgpt.init import Matrix, param_shapes
+
+FORMAT = "microgpt-checkpoint"
+VERSION = 1
+GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key: name prefix
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: ModelConfig
+    train: TrainConfig
+    chars: str  # the vocabulary, BOS excluded
+    step: int  # training steps done
+    state: dict[str, dict[str, Matrix]]  # {"weights" | "adam_m" | "adam_v": {name: rows}}
+    losses: list[float]  # per-step training loss of steps 1..step
+    rng_state: tuple  # random.Random.getstate() after the weight draws
+    data_fingerprint: str  # see microgpt.data.fingerprint
+    input_path: str | None  # None: the bundled names
+    mode: str  # the mode that wrote it
+
+
+def save(path: str | Path, ckpt: Checkpoint) -> None:
+    tensors = {}
+    for key, prefix in GROUPS.items():
+        for name, rows in ckpt.state[key].items():
+            tensors[prefix + name] = ([len(rows), len(rows[0])], [x for row in rows for x in row])
+    tensors["train_losses"] = ([len(ckpt.losses)], list(ckpt.losses))
+    version, internal, gauss_next = ckpt.rng_state
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "model_config": json.dumps(ckpt.model.to_dict()),
+        "train_config": json.dumps(ckpt.train.to_dict()),
+        "chars": json.dumps(ckpt.chars),
+        "step": str(ckpt.step),
+        "rng_state": json.dumps([version, list(internal), gauss_next]),
+        "data_fingerprint": ckpt.data_fingerprint,
+        "input_path": json.dumps(ckpt.input_path),
+        "mode": ckpt.mode,
+    }
+    try:
+        tensorfile.write_atomic(path, tensorfile.dumps(tensors, metadata))
+    except OSError as e:
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror}: check --out") from None
+
+
+def load(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise UserError(f"checkpoint {path} {what}: pass the .safetensors file written by --out")
+    try:
+        tensors, meta = tensorfile.loads(path.read_bytes())
+    except tensorfile.FormatError as e:
+        raise UserError(f"checkpoint {path} is corrupt: {e}; use an intact checkpoint") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a microgpt checkpoint (no '{FORMAT}' marker)")
+    if meta.get("version") != str(VERSION):
+        raise UserError(
+            f"checkpoint {path} has format version {meta.get('version')}, this microgpt reads "
+            f"version {VERSION}: use the microgpt version that wrote it"
+        )
+    try:
+        model = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        train = TrainConfig.from_dict(json.loads(meta["train_config"]))
+        version, internal, gauss_next = json.loads(meta["rng_state"])
+        ckpt = Checkpoint(
+            model=model,
+            train=train,
+            chars=json.loads(meta["chars"]),
+            step=int(meta["step"]),
+            state=_unpack_state(tensors, model),
+            losses=tensors["train_losses"][1],
+            rng_state=(version, tuple(internal), gauss_next),
+            data_fingerprint=meta["data_fingerprint"],
+            input_path=json.loads(meta["input_path"]),
+            mode=meta["mode"],
+        )
+        random.Random().setstate(ckpt.rng_state)  # raises on a malformed state
+    except (KeyError, ValueError, TypeError, UserError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or incompatible ({e})") from None
+    if len(ckpt.chars) + 1 != model.vocab_size or len(ckpt.losses) != ckpt.step:
+        raise UserError(f"checkpoint {path} is inconsistent: its vocabulary or step count is off")
+    return ckpt
+
+
+def _unpack_state(tensors: dict, model: ModelConfig) -> dict[str, dict[str, Matrix]]:
+    state: dict[str, dict[str, Matrix]] = {key: {} for key in GROUPS}
+    for name, (rows, cols) in param_shapes(model).items():
+        for key, prefix in GROUPS.items():
+            shape, flat = tensors[prefix + name]
+            if list(shape) != [rows, cols]:
+                raise ValueError(
+                    f"{prefix + name} has shape {shape}, the config says {[rows, cols]}"
+                )
+            state[key][name] = [flat[r * cols : (r + 1) * cols] for r in range(rows)]
+    return state

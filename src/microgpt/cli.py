@@ -1,0 +1,309 @@
+"""The `microgpt` command: `train`, `sample` and `ablate`.
+
+`main(argv)` is a plain function (tests call it directly). Bad input of any kind ends in one
+line on stderr and exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from dataclasses import fields
+
+from microgpt import checkpoint
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UserError
+from microgpt.modes import MODES, TensorOptions
+
+MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "block_size", "tie_lm_head", "input_rmsnorm")
+TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
+
+
+# argument types: each rejects a bad value with a message argparse prints on one line ---------
+
+
+def _int(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {lo}")
+        return value
+
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own status)
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults: the reference's)")
+    g.add_argument("--n-layer", type=_int(1), help="transformer blocks (default 1)")
+    g.add_argument("--n-embd", type=_int(1), help="embedding width (default 16)")
+    g.add_argument("--n-head", type=_int(1), help="attention heads; must divide --n-embd (4)")
+    g.add_argument("--block-size", type=_int(1), help="context length in tokens (default 16)")
+    g.add_argument(
+        "--tie-lm-head",
+        action=argparse.BooleanOptionalAction,
+        help="logits use wte instead of a separate lm_head (default: untied)",
+    )
+    g.add_argument(
+        "--input-rmsnorm",
+        action=argparse.BooleanOptionalAction,
+        help="rmsnorm right after the embeddings (default: on)",
+    )
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--input",
+        metavar="PATH",
+        help="UTF-8 text, one document per line (default: the bundled names)",
+    )
+    g.add_argument("--steps", type=_int(1), help="total steps, also the LR decay length (1000)")
+    g.add_argument("--seed", type=_int(0), help="seed of the one RNG stream (default 42)")
+    g.add_argument("--learning-rate", type=_float, help="peak Adam learning rate (0.01)")
+    g.add_argument("--batch-size", type=_int(1), help="documents per step (default 1)")
+    g.add_argument("--last-n", type=_int(1), help="summary: mean loss of the last N steps (100)")
+    g.add_argument(
+        "--val-fraction",
+        type=_float,
+        help="share of documents held out for validation (default 0.1)",
+    )
+    g.add_argument(
+        "--val-docs",
+        type=_int(0),
+        help="held-out documents the validation loss averages over (default 500)",
+    )
+
+
+def add_mode_flags(p: argparse.ArgumentParser, default_mode: str | None) -> None:
+    g = p.add_argument_group("mode")
+    g.add_argument(
+        "--mode",
+        default=default_mode,
+        help="scalar (pure Python) or tensor (PyTorch) "
+        f"(default: {default_mode or 'the mode that wrote the checkpoint'})",
+    )
+    g.add_argument("--device", help="tensor mode: auto, cpu, cuda or mps (default auto)")
+    g.add_argument("--dtype", help="tensor mode: float32, float64 or bfloat16 (default float32)")
+    g.add_argument("--threads", type=_int(1), help="tensor mode: torch CPU threads")
+    g.add_argument("--compile", action="store_true", help="tensor mode: torch.compile the step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="microgpt", description="The smallest complete GPT: train, sample, ablate.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser(
+        "train",
+        help="train one model, then print a summary and samples",
+        description="Train one model, then print a summary and samples.",
+    )
+    add_mode_flags(t, "scalar")
+    add_train_flags(t)
+    add_model_flags(t)
+    g = t.add_argument_group("output")
+    g.add_argument("--out", metavar="CKPT", help="write the checkpoint here (.safetensors)")
+    g.add_argument("--save-every", type=_int(1), metavar="K", help="also save every K steps")
+    g.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT exactly")
+    g.add_argument("--metrics", metavar="PATH", help="write per-step JSON Lines and a summary")
+    g.add_argument(
+        "--log-every",
+        type=_int(1),
+        metavar="K",
+        help="print a plain line every K steps (default: a live line on a terminal, "
+        "else every 5%% of the run)",
+    )
+    g.add_argument("--num-samples", type=_int(0), default=20, help="names to sample (20)")
+    g.add_argument("--temperature", type=_float, default=0.5, help="sampling temperature (0.5)")
+
+    s = sub.add_parser(
+        "sample", help="sample from a checkpoint", description="Sample documents from a checkpoint."
+    )
+    s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint from --out")
+    add_mode_flags(s, None)
+    s.add_argument("--num-samples", type=_int(0), default=20, help="how many (default 20)")
+    s.add_argument("--temperature", type=_float, default=0.5, help="sampling temperature (0.5)")
+    s.add_argument(
+        "--seed",
+        type=_int(0),
+        help="seed a fresh RNG (default: continue the run's own RNG stream, which "
+        "repeats the samples `train` printed)",
+    )
+    s.add_argument("--prompt", default="", help="text every sample starts with")
+
+    from microgpt.ablate.cli import add_ablate_parser
+
+    add_ablate_parser(sub)
+    t.set_defaults(run=cmd_train)
+    s.set_defaults(run=cmd_sample)
+    return p
+
+
+def tensor_options(args: argparse.Namespace) -> TensorOptions | None:
+    """The tensor-mode flags as TensorOptions; an error if they are given to scalar mode."""
+    given = {k: getattr(args, k) for k in ("device", "dtype", "threads") if getattr(args, k)}
+    if args.compile:
+        given["compile"] = True
+    if args.mode not in MODES:
+        raise UserError(f"unknown mode {args.mode!r}: use --mode scalar or --mode tensor")
+    if given and args.mode != "tensor":
+        raise UserError(f"--{next(iter(given))} applies to --mode tensor only")
+    return TensorOptions(**given) if args.mode == "tensor" else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except UserError as e:
+        print(f"microgpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("microgpt: interrupted", file=sys.stderr)
+        return 130
+
+
+# train -----------------------------------------------------------------------------------------
+
+
+def resolve_configs(
+    args: argparse.Namespace, ckpt: checkpoint.Checkpoint | None
+) -> tuple[dict, TrainConfig]:
+    """The model flags (without vocab_size) and the TrainConfig: the flags given over the
+    defaults, or, on --resume, the checkpoint's, which given flags must not contradict."""
+    model = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    train = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    if ckpt is None:
+        ModelConfig(vocab_size=2, **model)  # validate the flags before reading any data
+        return model, TrainConfig(**train)
+    saved_model, saved_train = ckpt.model.to_dict(), ckpt.train.to_dict()
+    for given, saved in ((model, saved_model), (train, saved_train)):
+        for k, v in given.items():
+            if v != saved[k]:
+                flag = "--" + k.replace("_", "-")
+                raise UserError(
+                    f"{flag} {v} differs from the checkpoint's {saved[k]}: "
+                    f"drop {flag} to resume, or start a new run without --resume"
+                )
+    return {k: saved_model[k] for k in MODEL_FLAGS}, ckpt.train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from microgpt.progress import Progress
+    from microgpt.sample import check_temperature, sample
+    from microgpt.train import MetricsWriter, prepare, train
+
+    options = tensor_options(args)
+    check_temperature(args.temperature)
+    if args.save_every and not args.out:
+        raise UserError("--save-every needs --out CKPT to save to")
+    for path in (args.out, args.metrics):
+        if path:
+            _check_writable(path)
+    ckpt = checkpoint.load(args.resume) if args.resume else None
+    model_args, tc = resolve_configs(args, ckpt)
+    input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
+    config, prep = prepare(input_path, model_args, tc)
+    if ckpt is not None:
+        if (prep.fingerprint, prep.tokenizer.chars) != (ckpt.data_fingerprint, ckpt.chars):
+            raise UserError(
+                f"the documents differ from those the checkpoint was trained on: "
+                f"pass --input {ckpt.input_path or '(omit it: the bundled names)'}"
+            )
+        if ckpt.step >= tc.steps:
+            raise UserError(f"checkpoint {args.resume} has finished all {tc.steps} steps")
+
+    print(
+        f"microgpt train: {args.mode} mode, {config.num_params():,} parameters, "
+        f"{len(prep.split.train):,} training / {len(prep.split.val):,} held-out documents, "
+        f"vocabulary {config.vocab_size}" + (f", resuming at step {ckpt.step}" if ckpt else ""),
+        flush=True,
+    )
+    metrics = MetricsWriter(args.metrics) if args.metrics else None
+    progress = Progress(tc.steps, every=args.log_every)
+    try:
+        gpt, result = train(
+            args.mode,
+            config,
+            tc,
+            prep,
+            tensor=options,
+            resume=ckpt,
+            out=args.out,
+            save_every=args.save_every or 0,
+            metrics=metrics,
+            on_step=progress.update,
+        )
+    except BaseException:
+        progress.close()
+        if metrics:
+            metrics.abandon()
+        raise
+    progress.close()
+
+    s = result.summary()
+    print(f"final loss     {s['final_loss']:.6f}  (step {tc.steps})")
+    print(f"mean last {s['last_n']:<4d} {s['mean_last_n']:.6f}")
+    if s["val_loss"] is not None:
+        n_val = min(tc.val_docs, len(prep.split.val))
+        print(f"val loss       {s['val_loss']:.6f}  ({n_val} held-out documents)")
+    print(
+        f"speed          {s['steps_per_s']:,.1f} steps/s, {s['tokens_per_s']:,.0f} tokens/s "
+        "(training loop only)"
+    )
+    if args.out:
+        print(f"checkpoint     {args.out}")
+    samples = [
+        sample(gpt, prep.tokenizer, prep.rng, args.temperature) for _ in range(args.num_samples)
+    ]
+    for i, name in enumerate(samples, 1):
+        print(f"sample {i:2d}: {name}")
+    if metrics:
+        metrics.finish({**s, "samples": samples})
+    return 0
+
+
+def _check_writable(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory: give a file path")
+    if not os.path.isdir(parent):
+        raise UserError(f"folder {parent} does not exist: create it or choose another path")
+
+
+# sample ----------------------------------------------------------------------------------------
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from microgpt.data import Tokenizer
+    from microgpt.modes import make_gpt
+    from microgpt.sample import check_temperature, sample
+
+    check_temperature(args.temperature)
+    ckpt = checkpoint.load(args.checkpoint)
+    args.mode = args.mode or ckpt.mode
+    tokenizer = Tokenizer(ckpt.chars)
+    tokenizer.encode(args.prompt)  # an unknown character is an error before any work
+    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], ckpt.train, tensor_options(args))
+    rng = random.Random(args.seed)
+    if args.seed is None:
+        rng.setstate(ckpt.rng_state)
+    for _ in range(args.num_samples):
+        print(sample(gpt, tokenizer, rng, args.temperature, args.prompt))
+    return 0

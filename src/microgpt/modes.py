@@ -1,0 +1,71 @@
+"""The small interface both modes implement, and the one place that picks a mode.
+
+Everything else (training loop, sampling, checkpoints, CLI, ablate) talks only to `GPT`, so the
+two modes cannot drift apart in anything but the arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UserError
+from microgpt.init import Matrix
+
+MODES = ("scalar", "tensor")
+
+
+@dataclass(frozen=True)
+class TensorOptions:
+    """How tensor mode runs; scalar mode always computes in Python floats (float64)."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "float32"  # float32 | float64 | bfloat16
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    compile: bool = False  # torch.compile the training step
+
+
+class GPT(Protocol):
+    mode: str
+    config: ModelConfig
+    step: int  # Adam updates done so far
+
+    def train_step(self, docs: list[list[int]], lr: float) -> float:
+        """One Adam update on encoded documents (`[BOS] + ids + [BOS]` each); returns the loss
+        before the update: the mean over documents of each document's mean loss."""
+
+    def eval_loss(self, docs: list[list[int]]) -> float:
+        """The same loss, without gradients or an update."""
+
+    def logits(self, tokens: list[int]) -> list[float]:
+        """Next-token logits after the context `tokens` (1 to block_size tokens)."""
+
+    def export_state(self) -> dict[str, dict[str, Matrix]]:
+        """{"weights": ..., "adam_m": ..., "adam_v": ...}, each `name: rows of floats`."""
+
+    def load_state(self, state: dict[str, dict[str, Matrix]], step: int) -> None:
+        """Set weights and Adam moments (from export_state or a checkpoint) and the step."""
+
+
+def make_gpt(
+    mode: str,
+    config: ModelConfig,
+    weights: dict[str, Matrix],
+    train: TrainConfig | None = None,
+    tensor: TensorOptions | None = None,
+) -> GPT:
+    train = train or TrainConfig()
+    if mode == "scalar":
+        from microgpt.scalar.model import ScalarGPT
+
+        if tensor is not None and tensor != TensorOptions():
+            raise UserError(
+                "--device, --dtype, --threads and --compile apply to --mode tensor only"
+            )
+        return ScalarGPT(config, weights, train)
+    if mode == "tensor":
+        from microgpt.tensor import TensorGPT  # imports torch, with a clear error if missing
+
+        return TensorGPT(config, weights, train, tensor or TensorOptions())
+    raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")

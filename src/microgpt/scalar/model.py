@@ -1,0 +1,165 @@
+"""microGPT on the scalar engine: the model, its loss and Adam, one position at a time.
+
+Reads beside REFERENCE.md: the forward for one token at position `pos` appends its keys and
+values to a per-layer cache, so attention is causal by construction. Names and the order of
+operations are the same as in tensor mode (`microgpt.tensor.model`).
+"""
+
+from __future__ import annotations
+
+import gc
+
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.data import training_pairs
+from microgpt.init import Matrix
+from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, vsum
+
+
+def linear(x: list[Value], w: list[list[Value]]) -> list[Value]:
+    """y_i = sum_j W[i][j] x_j (no bias)."""
+    return [dot(row, x) for row in w]
+
+
+def rmsnorm(x: list[Value]) -> list[Value]:
+    ms = dot(x, x) / len(x)
+    scale = (ms + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+def softmax(logits: list[Value]) -> list[Value]:
+    m = max(v.data for v in logits)  # a constant shift: no gradient flows through it
+    exps = [(v - m).exp() for v in logits]
+    total = vsum(exps)
+    return [e / total for e in exps]
+
+
+class ScalarGPT:
+    """The model's weights as Values, with the training interface both modes share."""
+
+    mode = "scalar"
+
+    def __init__(self, config: ModelConfig, weights: dict[str, Matrix], train: TrainConfig):
+        self.config = config
+        self.train_config = train
+        self.weights = {name: [[Value(w) for w in row] for row in m] for name, m in weights.items()}
+        self.params = [p for m in self.weights.values() for row in m for p in row]
+        self.adam_m = [0.0] * len(self.params)  # Adam's moments, one per parameter, same order
+        self.adam_v = [0.0] * len(self.params)
+        self.step = 0  # Adam updates done so far
+
+    # forward -----------------------------------------------------------------------------------
+
+    def forward(self, token: int, pos: int, keys: list, values: list) -> list[Value]:
+        """Logits for the next token after `token` at `pos`; appends to the key/value cache."""
+        c, w = self.config, self.weights
+        hd = c.head_dim
+        x = [t + p for t, p in zip(w["wte"][token], w["wpe"][pos])]
+        if c.input_rmsnorm:
+            x = rmsnorm(x)
+        for i in range(c.n_layer):
+            # attention: pre-norm, one head at a time over every cached position
+            x_residual = x
+            x = rmsnorm(x)
+            q = linear(x, w[f"layer{i}.attn_wq"])
+            keys[i].append(linear(x, w[f"layer{i}.attn_wk"]))
+            values[i].append(linear(x, w[f"layer{i}.attn_wv"]))
+            x_attn = []
+            for h in range(0, c.n_embd, hd):
+                q_h = q[h : h + hd]
+                scores = [dot(q_h, k[h : h + hd]) / hd**0.5 for k in keys[i]]
+                attn = softmax(scores)
+                x_attn += [dot(attn, [v[j] for v in values[i]]) for j in range(h, h + hd)]
+            x = linear(x_attn, w[f"layer{i}.attn_wo"])
+            x = [a + b for a, b in zip(x, x_residual)]
+            # MLP: pre-norm, ReLU
+            x_residual = x
+            x = rmsnorm(x)
+            x = [h.relu() for h in linear(x, w[f"layer{i}.mlp_fc1"])]
+            x = linear(x, w[f"layer{i}.mlp_fc2"])
+            x = [a + b for a, b in zip(x, x_residual)]
+        return linear(x, w["wte"] if c.tie_lm_head else w["lm_head"])
+
+    def document_loss(self, tokens: list[int]) -> Value:
+        """Mean over the document's positions of -log p(next token)."""
+        inputs, targets = training_pairs(tokens, self.config.block_size)
+        keys = [[] for _ in range(self.config.n_layer)]
+        values = [[] for _ in range(self.config.n_layer)]
+        losses = [
+            cross_entropy(self.forward(tok, pos, keys, values), target)
+            for pos, (tok, target) in enumerate(zip(inputs, targets))
+        ]
+        return (1 / len(losses)) * vsum(losses)
+
+    def batch_loss(self, docs: list[list[int]]) -> Value:
+        """Mean over documents of each document's mean loss (one document: the reference)."""
+        if len(docs) == 1:
+            return self.document_loss(docs[0])
+        return (1 / len(docs)) * vsum([self.document_loss(d) for d in docs])
+
+    # the interface the training loop uses ------------------------------------------------------
+
+    def train_step(self, docs: list[list[int]], lr: float) -> float:
+        # The graph holds no cycles, so reference counting frees it; pausing the cyclic garbage
+        # collector saves it rescanning thousands of live nodes (a third of the forward time).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with Tape() as tape:
+                loss = self.batch_loss(docs)
+            tape.backward(loss)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self._adam(lr)
+        return loss.data
+
+    def _adam(self, lr: float) -> None:
+        tc = self.train_config
+        self.step += 1
+        b1, b2 = tc.beta1, tc.beta2
+        m_correction, v_correction = 1 - b1**self.step, 1 - b2**self.step
+        for i, p in enumerate(self.params):
+            g = p.grad
+            self.adam_m[i] = m = b1 * self.adam_m[i] + (1 - b1) * g
+            self.adam_v[i] = v = b2 * self.adam_v[i] + (1 - b2) * g**2
+            p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + tc.eps)
+            p.grad = 0.0
+
+    def eval_loss(self, docs: list[list[int]]) -> float:
+        return sum(self.document_loss(d).data for d in docs) / len(docs)
+
+    def logits(self, tokens: list[int]) -> list[float]:
+        """Next-token logits after the context `tokens` (at most block_size of them)."""
+        keys = [[] for _ in range(self.config.n_layer)]
+        values = [[] for _ in range(self.config.n_layer)]
+        for pos, tok in enumerate(tokens):
+            out = self.forward(tok, pos, keys, values)
+        return [v.data for v in out]
+
+    # state, for checkpoints ---------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, dict[str, Matrix]]:
+        flat = {
+            "weights": [p.data for p in self.params],
+            "adam_m": self.adam_m,
+            "adam_v": self.adam_v,
+        }
+        return {key: self._unflatten(values) for key, values in flat.items()}
+
+    def load_state(self, state: dict[str, dict[str, Matrix]], step: int) -> None:
+        for p, w in zip(self.params, self._flatten(state["weights"])):
+            p.data = w
+        self.adam_m = self._flatten(state["adam_m"])
+        self.adam_v = self._flatten(state["adam_v"])
+        self.step = step
+
+    def _flatten(self, matrices: dict[str, Matrix]) -> list[float]:
+        return [float(x) for name in self.weights for row in matrices[name] for x in row]
+
+    def _unflatten(self, flat: list[float]) -> dict[str, Matrix]:
+        out, i = {}, 0
+        for name, m in self.weights.items():
+            cols = len(m[0])
+            out[name] = [flat[i + r * cols : i + (r + 1) * cols] for r in range(len(m))]
+            i += len(m) * cols
+        return out

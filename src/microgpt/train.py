@@ -1,0 +1,205 @@
+"""The training loop, written once for both modes: data, schedule, checkpoints, summary.
+
+`prepare` reads and splits the documents and draws the initial weights; `train` runs the
+steps on a `GPT` (either mode) and returns a `RunResult`. The CLI and `ablate` both use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from microgpt import checkpoint
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.data import Split, Tokenizer, batch_indices, read_documents, shuffle_and_split
+from microgpt.errors import UserError
+from microgpt.init import Matrix, init_weights
+from microgpt.modes import GPT, TensorOptions, make_gpt
+
+
+def lr_at(step: int, steps: int, learning_rate: float) -> float:
+    """Linear decay to zero over the run; `step` is 0-based."""
+    return learning_rate * (1 - step / steps)
+
+
+def fingerprint(docs: list[str]) -> str:
+    """A short hash of the documents in file order: a resume checks it is on the same data."""
+    return hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run derives from (input, seed) before its first step."""
+
+    split: Split
+    tokenizer: Tokenizer
+    fingerprint: str
+    input_path: str | None
+    weights: dict[str, Matrix]
+    rng: random.Random  # after the shuffle and the weight draws: sampling continues from here
+
+
+def prepare(
+    input_path: str | None, model_args: dict, train: TrainConfig
+) -> tuple[ModelConfig, Prepared]:
+    """Read, shuffle and split the documents, make the config, draw the initial weights.
+
+    The RNG is used in the reference's order: shuffle first, then the weights."""
+    docs = read_documents(input_path)
+    fp = fingerprint(docs)
+    rng = random.Random(train.seed)
+    split = shuffle_and_split(docs, rng, train.val_fraction)
+    tokenizer = Tokenizer.from_documents(docs)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
+    weights = init_weights(config, rng)
+    return config, Prepared(split, tokenizer, fp, input_path, weights, rng)
+
+
+@dataclass
+class RunResult:
+    config: ModelConfig
+    train: TrainConfig
+    mode: str
+    losses: list[float] = field(default_factory=list)  # per step, from step 1
+    val_loss: float | None = None
+    steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
+    tokens_per_s: float = 0.0  # target tokens trained on per second
+    seconds: float = 0.0
+
+    def mean_last_n(self) -> float:
+        tail = self.losses[-self.train.last_n :]
+        return sum(tail) / len(tail)
+
+    def summary(self) -> dict:
+        return {
+            "final_loss": self.losses[-1],
+            "mean_last_n": self.mean_last_n(),
+            "last_n": min(self.train.last_n, len(self.losses)),
+            "val_loss": self.val_loss,
+            "steps_per_s": self.steps_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "train_seconds": self.seconds,
+            "params": self.config.num_params(),
+            "mode": self.mode,
+            "model_config": self.config.to_dict(),
+            "train_config": self.train.to_dict(),
+        }
+
+
+class MetricsWriter:
+    """JSON Lines: one record per step, then a summary record. Written to `PATH.partial` as it
+    goes (watch it with tail -f) and renamed to PATH when the run completes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        try:
+            self._f = open(self.partial, "w", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write metrics to {self.partial}: {e.strerror}") from None
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        self._f.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
+
+    def finish(self, summary: dict) -> None:
+        self._f.write(json.dumps({"summary": True, **summary}) + "\n")
+        self._f.close()
+        self.partial.replace(self.path)
+
+    def abandon(self) -> None:
+        self._f.close()
+
+
+StepCallback = Callable[[int, float], None]
+
+
+def train(
+    mode: str,
+    config: ModelConfig,
+    tc: TrainConfig,
+    prep: Prepared,
+    tensor: TensorOptions | None = None,
+    resume: checkpoint.Checkpoint | None = None,
+    out: str | Path | None = None,
+    save_every: int = 0,
+    metrics: MetricsWriter | None = None,
+    on_step: StepCallback | None = None,
+) -> tuple[GPT, RunResult]:
+    gpt = make_gpt(mode, config, prep.weights, tc, tensor)
+    result = RunResult(config=config, train=tc, mode=mode)
+    if resume is not None:
+        gpt.load_state(resume.state, resume.step)
+        result.losses = list(resume.losses)
+        if metrics:
+            for i, loss in enumerate(result.losses):
+                metrics.step(i + 1, loss, lr_at(i, tc.steps, tc.learning_rate))
+
+    encode = prep.tokenizer.encode_document
+    train_docs = [encode(d) for d in prep.split.train]
+    val_docs = [encode(d) for d in prep.split.val[: tc.val_docs]]
+    saved_at = resume.step if resume else None
+
+    def save(step: int) -> None:
+        nonlocal saved_at
+        checkpoint.save(out, make_checkpoint(gpt, result, prep, tc))
+        saved_at = step
+
+    tokens, loop_seconds = 0, 0.0
+    start = time.perf_counter()
+    for step in range(len(result.losses), tc.steps):
+        docs = [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
+        lr = lr_at(step, tc.steps, tc.learning_rate)
+        loss = gpt.train_step(docs, lr)
+        if not math.isfinite(loss):
+            raise UserError(_diverged_message(step + 1, loss, out, saved_at))
+        result.losses.append(loss)
+        tokens += sum(min(config.block_size, len(d) - 1) for d in docs)
+        if metrics:
+            metrics.step(step + 1, loss, lr)
+        if on_step:
+            on_step(step + 1, loss)
+        if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
+            paused = time.perf_counter()
+            save(step + 1)
+            start += time.perf_counter() - paused  # saving is not training time
+    loop_seconds = time.perf_counter() - start
+    steps_run = tc.steps - (resume.step if resume else 0)
+    if steps_run and loop_seconds > 0:
+        result.steps_per_s = steps_run / loop_seconds
+        result.tokens_per_s = tokens / loop_seconds
+        result.seconds = loop_seconds
+    if val_docs:
+        result.val_loss = gpt.eval_loss(val_docs)
+    if out:
+        save(tc.steps)
+    return gpt, result
+
+
+def make_checkpoint(gpt: GPT, result: RunResult, prep: Prepared, tc: TrainConfig):
+    return checkpoint.Checkpoint(
+        model=gpt.config,
+        train=tc,
+        chars=prep.tokenizer.chars,
+        step=gpt.step,
+        state=gpt.export_state(),
+        losses=list(result.losses),
+        rng_state=prep.rng.getstate(),
+        data_fingerprint=prep.fingerprint,
+        input_path=prep.input_path,
+        mode=gpt.mode,
+    )
+
+
+def _diverged_message(step: int, loss: float, out, saved_at: int | None) -> str:
+    kept = (
+        f"the last good checkpoint {out} (step {saved_at}) is kept"
+        if out and saved_at
+        else "no checkpoint was written"
+    )
+    return f"the loss became {loss} at step {step}: lower --learning-rate; {kept}"
