@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("output")
     g.add_argument("--out", metavar="CKPT", help="write the checkpoint here (.safetensors)")
     g.add_argument("--save-every", type=_int(1), metavar="K", help="also save every K steps")
-    g.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT exactly")
+    g.add_argument(
+        "--resume",
+        metavar="CKPT",
+        help="continue the run saved in CKPT exactly (and save to it, unless --out)",
+    )
     g.add_argument("--metrics", metavar="PATH", help="write per-step JSON Lines and a summary")
     g.add_argument(
         "--log-every",
@@ -211,6 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = tensor_options(args)
     check_temperature(args.temperature)
+    args.out = args.out or args.resume  # a resumed run goes on saving where it was saved
     if args.save_every and not args.out:
         raise UserError("--save-every needs --out CKPT to save to")
     for path in (args.out, args.metrics):

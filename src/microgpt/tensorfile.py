@@ -83,7 +83,9 @@ def loads(blob: bytes) -> tuple[dict[str, tuple[list[int], list[float]]], dict[s
             count *= d
         if not 0 <= begin <= end <= len(data) or end - begin != 8 * count:
             raise FormatError(f"tensor {name!r} lies outside the file (truncated?)")
-        tensors[name] = (shape, _to_little_endian(array("d", data[begin:end])).tolist())
+        values = array("d")
+        values.frombytes(data[begin:end])
+        tensors[name] = (shape, _to_little_endian(values).tolist())
     return tensors, metadata
 
 

@@ -8,6 +8,7 @@ operations are the same as in tensor mode (`microgpt.tensor.model`).
 from __future__ import annotations
 
 import gc
+import math
 
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.data import training_pairs
@@ -107,10 +108,14 @@ class ScalarGPT:
             with Tape() as tape:
                 loss = self.batch_loss(docs)
             tape.backward(loss)
+            self._adam(lr)
+        except (ArithmeticError, ValueError):
+            # Python floats raise (log of 0, overflow in **) where IEEE arithmetic, and so tensor
+            # mode, gives inf or nan: report a diverged step the same way in both modes.
+            return math.nan
         finally:
             if gc_was_enabled:
                 gc.enable()
-        self._adam(lr)
         return loss.data
 
     def _adam(self, lr: float) -> None:

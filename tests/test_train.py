@@ -1,0 +1,192 @@
+"""Training: the loss falls, runs repeat bit for bit, checkpoints round-trip, and a run killed
+with SIGKILL and resumed gives the same per-step losses as one never interrupted."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from microgpt import checkpoint
+from microgpt.cli import main
+from microgpt.config import TrainConfig
+from microgpt.train import lr_at, prepare, train
+
+SMALL = {"n_embd": 8, "n_head": 2}
+
+
+def metrics_losses(path):
+    records = [json.loads(line) for line in open(path)]
+    return [r["loss"] for r in records if "step" in r], records[-1]
+
+
+def test_lr_decays_linearly_to_zero():
+    assert lr_at(0, 10, 0.01) == 0.01
+    assert lr_at(5, 10, 0.01) == 0.005
+    assert lr_at(9, 10, 0.01) == pytest.approx(0.001)
+
+
+def test_loss_falls_on_a_tiny_dataset(tmp_path):
+    p = tmp_path / "tiny.txt"
+    p.write_text("abcabc\nbcabca\ncabcab\n" * 3)
+    tc = TrainConfig(steps=150, val_fraction=0.0, learning_rate=0.02)
+    config, prep = prepare(str(p), SMALL, tc)
+    _, result = train("scalar", config, tc, prep)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.5 * first
+
+
+def test_two_runs_are_bit_identical(tmp_path, capsys):
+    runs = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jsonl"
+        assert (
+            main(
+                [
+                    "train",
+                    "--steps",
+                    "20",
+                    *_flags(SMALL),
+                    "--num-samples",
+                    "3",
+                    "--metrics",
+                    str(path),
+                ]
+            )
+            == 0
+        )
+        losses, summary = metrics_losses(path)
+        runs.append((losses, summary["val_loss"], summary["samples"]))
+    assert runs[0] == runs[1]
+
+
+def test_metrics_file_has_every_step_and_a_summary(tmp_path, capsys):
+    path = tmp_path / "m.jsonl"
+    assert main(["train", "--steps", "7", *_flags(SMALL), "--metrics", str(path)]) == 0
+    losses, summary = metrics_losses(path)
+    assert len(losses) == 7
+    for key in (
+        "final_loss",
+        "mean_last_n",
+        "val_loss",
+        "steps_per_s",
+        "tokens_per_s",
+        "params",
+        "model_config",
+        "train_config",
+    ):
+        assert key in summary
+    assert summary["final_loss"] == losses[-1]
+    assert not (tmp_path / "m.jsonl.partial").exists()
+
+
+def test_checkpoint_round_trip(tmp_path, capsys):
+    out = tmp_path / "c.safetensors"
+    assert main(["train", "--steps", "5", *_flags(SMALL), "--out", str(out)]) == 0
+    ckpt = checkpoint.load(out)
+    checkpoint.save(tmp_path / "again.safetensors", ckpt)
+    assert checkpoint.load(tmp_path / "again.safetensors") == ckpt
+    assert ckpt.step == 5 and len(ckpt.losses) == 5
+    assert ckpt.rng_state == prepare(None, SMALL, TrainConfig(steps=5))[1].rng.getstate()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    full, resumed = tmp_path / "full.jsonl", tmp_path / "resumed.jsonl"
+    ckpt = tmp_path / "c.safetensors"
+    common = ["--steps", "30", *_flags(SMALL), "--num-samples", "4"]
+    assert main(["train", *common, "--metrics", str(full)]) == 0
+
+    def interrupt_at_12(step, loss):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    tc = TrainConfig(steps=30)
+    config, prep = prepare(None, SMALL, tc)
+    with pytest.raises(KeyboardInterrupt):
+        train("scalar", config, tc, prep, out=ckpt, save_every=5, on_step=interrupt_at_12)
+    assert checkpoint.load(ckpt).step == 10
+    assert (
+        main(["train", "--resume", str(ckpt), "--num-samples", "4", "--metrics", str(resumed)]) == 0
+    )
+    losses_full, summary_full = metrics_losses(full)
+    losses_resumed, summary_resumed = metrics_losses(resumed)
+    assert losses_resumed == losses_full
+    assert summary_resumed["samples"] == summary_full["samples"]
+    assert summary_resumed["val_loss"] == summary_full["val_loss"]
+
+
+def _flags(model_args):
+    return [x for k, v in model_args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    """A run killed with SIGKILL mid-way and resumed matches an uninterrupted run exactly."""
+    common = [
+        sys.executable,
+        "-m",
+        "microgpt",
+        "train",
+        "--steps",
+        "400",
+        *_flags(SMALL),
+        "--num-samples",
+        "3",
+        "--val-docs",
+        "20",
+        "--log-every",
+        "1000",
+    ]
+    full = tmp_path / "full.jsonl"
+    subprocess.run([*common, "--metrics", str(full)], check=True, capture_output=True)
+
+    ckpt, resumed = tmp_path / "c.safetensors", tmp_path / "resumed.jsonl"
+    proc = subprocess.Popen(
+        [*common, "--out", str(ckpt), "--save-every", "25"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = checkpoint.load(ckpt).step
+    assert 0 < killed_at < 400
+    subprocess.run(
+        [*common, "--resume", str(ckpt), "--metrics", str(resumed)], check=True, capture_output=True
+    )
+    losses_full, summary_full = metrics_losses(full)
+    losses_resumed, summary_resumed = metrics_losses(resumed)
+    assert losses_resumed == losses_full
+    assert summary_resumed["val_loss"] == summary_full["val_loss"]
+    assert summary_resumed["samples"] == summary_full["samples"]
+    assert checkpoint.load(ckpt).step == 400
+
+
+def test_input_file_is_remembered_for_resume(tmp_path, capsys):
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join("".join(random.Random(i).choices("abcdef", k=5)) for i in range(50)))
+    out = tmp_path / "c.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--input",
+                str(data),
+                "--steps",
+                "6",
+                *_flags(SMALL),
+                "--out",
+                str(out),
+                "--save-every",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert checkpoint.load(out).input_path == str(data)
