@@ -3,7 +3,8 @@
 Every `Value` holds a float, its gradient, the nodes it was computed from (`children`, a tuple,
 so the order is fixed) and d(self)/d(child) for each of them (`local_grads`), computed in the
 forward pass. `backward()` walks the graph once in reverse topological order and applies the
-chain rule: child.grad += local_grad * node.grad.
+chain rule: child.grad += local_grad * node.grad. A `Tape` gives that order for free when the
+graph is built inside a `with` block, which is how the model trains.
 
 The elementary ops are +, *, ** (by a constant), exp, log and relu; -, / and the reflected
 forms are built from them. Three fused ops make the model fast without changing its numbers:
