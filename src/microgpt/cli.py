@@ -24,7 +24,7 @@ TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
 # argument types: each rejects a bad value with a message argparse prints on one line ---------
 
 
-def _int(lo: int):
+def int_at_least(lo: int):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -37,7 +37,7 @@ def _int(lo: int):
     return parse
 
 
-def _float(text: str) -> float:
+def number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
@@ -49,44 +49,83 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
+def add_model_flags(p: argparse.ArgumentParser, designs: bool = True) -> None:
+    """The architecture flags; `designs=False` leaves out the two ablation switches."""
     g = p.add_argument_group("model (defaults: the reference's)")
-    g.add_argument("--n-layer", type=_int(1), help="transformer blocks (default 1)")
-    g.add_argument("--n-embd", type=_int(1), help="embedding width (default 16)")
-    g.add_argument("--n-head", type=_int(1), help="attention heads; must divide --n-embd (4)")
-    g.add_argument("--block-size", type=_int(1), help="context length in tokens (default 16)")
     g.add_argument(
-        "--tie-lm-head",
-        action=argparse.BooleanOptionalAction,
-        help="logits use wte instead of a separate lm_head (default: untied)",
+        "--n-layer", metavar="N", type=int_at_least(1), help="transformer blocks (default 1)"
     )
     g.add_argument(
-        "--input-rmsnorm",
-        action=argparse.BooleanOptionalAction,
-        help="rmsnorm right after the embeddings (default: on)",
+        "--n-embd", metavar="N", type=int_at_least(1), help="embedding width (default 16)"
     )
+    g.add_argument(
+        "--n-head",
+        metavar="N",
+        type=int_at_least(1),
+        help="attention heads; must divide --n-embd (4)",
+    )
+    g.add_argument(
+        "--block-size",
+        metavar="N",
+        type=int_at_least(1),
+        help="context length in tokens (default 16)",
+    )
+    if designs:
+        g.add_argument(
+            "--tie-lm-head",
+            action=argparse.BooleanOptionalAction,
+            help="logits use wte instead of a separate lm_head (default: untied)",
+        )
+        g.add_argument(
+            "--input-rmsnorm",
+            action=argparse.BooleanOptionalAction,
+            help="rmsnorm right after the embeddings (default: on)",
+        )
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
+def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """The data and optimizer flags; `seed=False` leaves out --seed (ablate sets the seeds)."""
     g = p.add_argument_group("training")
     g.add_argument(
         "--input",
         metavar="PATH",
         help="UTF-8 text, one document per line (default: the bundled names)",
     )
-    g.add_argument("--steps", type=_int(1), help="total steps, also the LR decay length (1000)")
-    g.add_argument("--seed", type=_int(0), help="seed of the one RNG stream (default 42)")
-    g.add_argument("--learning-rate", type=_float, help="peak Adam learning rate (0.01)")
-    g.add_argument("--batch-size", type=_int(1), help="documents per step (default 1)")
-    g.add_argument("--last-n", type=_int(1), help="summary: mean loss of the last N steps (100)")
+    g.add_argument(
+        "--steps",
+        metavar="N",
+        type=int_at_least(1),
+        help="total steps, also the LR decay length (1000)",
+    )
+    if seed:
+        g.add_argument(
+            "--seed",
+            metavar="S",
+            type=int_at_least(0),
+            help="seed of the one RNG stream (default 42)",
+        )
+    g.add_argument(
+        "--learning-rate", metavar="LR", type=number, help="peak Adam learning rate (0.01)"
+    )
+    g.add_argument(
+        "--batch-size", metavar="B", type=int_at_least(1), help="documents per step (default 1)"
+    )
+    g.add_argument(
+        "--last-n",
+        metavar="N",
+        type=int_at_least(1),
+        help="summary: mean loss of the last N steps (100)",
+    )
     g.add_argument(
         "--val-fraction",
-        type=_float,
+        metavar="F",
+        type=number,
         help="share of documents held out for validation (default 0.1)",
     )
     g.add_argument(
         "--val-docs",
-        type=_int(0),
+        metavar="N",
+        type=int_at_least(0),
         help="held-out documents the validation loss averages over (default 500)",
     )
 
@@ -101,7 +140,9 @@ def add_mode_flags(p: argparse.ArgumentParser, default_mode: str | None) -> None
     )
     g.add_argument("--device", help="tensor mode: auto, cpu, cuda or mps (default auto)")
     g.add_argument("--dtype", help="tensor mode: float32, float64 or bfloat16 (default float32)")
-    g.add_argument("--threads", type=_int(1), help="tensor mode: torch CPU threads")
+    g.add_argument(
+        "--threads", metavar="N", type=int_at_least(1), help="tensor mode: torch CPU threads"
+    )
     g.add_argument("--compile", action="store_true", help="tensor mode: torch.compile the step")
 
 
@@ -119,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(t)
     g = t.add_argument_group("output")
     g.add_argument("--out", metavar="CKPT", help="write the checkpoint here (.safetensors)")
-    g.add_argument("--save-every", type=_int(1), metavar="K", help="also save every K steps")
+    g.add_argument(
+        "--save-every", type=int_at_least(1), metavar="K", help="also save every K steps"
+    )
     g.add_argument(
         "--resume",
         metavar="CKPT",
@@ -128,24 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics", metavar="PATH", help="write per-step JSON Lines and a summary")
     g.add_argument(
         "--log-every",
-        type=_int(1),
+        type=int_at_least(1),
         metavar="K",
         help="print a plain line every K steps (default: a live line on a terminal, "
         "else every 5%% of the run)",
     )
-    g.add_argument("--num-samples", type=_int(0), default=20, help="names to sample (20)")
-    g.add_argument("--temperature", type=_float, default=0.5, help="sampling temperature (0.5)")
+    g.add_argument(
+        "--num-samples", metavar="K", type=int_at_least(0), default=20, help="names to sample (20)"
+    )
+    g.add_argument(
+        "--temperature", metavar="T", type=number, default=0.5, help="sampling temperature (0.5)"
+    )
 
     s = sub.add_parser(
         "sample", help="sample from a checkpoint", description="Sample documents from a checkpoint."
     )
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint from --out")
     add_mode_flags(s, None)
-    s.add_argument("--num-samples", type=_int(0), default=20, help="how many (default 20)")
-    s.add_argument("--temperature", type=_float, default=0.5, help="sampling temperature (0.5)")
+    s.add_argument(
+        "--num-samples", metavar="K", type=int_at_least(0), default=20, help="how many (default 20)"
+    )
+    s.add_argument(
+        "--temperature", metavar="T", type=number, default=0.5, help="sampling temperature (0.5)"
+    )
     s.add_argument(
         "--seed",
-        type=_int(0),
+        metavar="S",
+        type=int_at_least(0),
         help="seed a fresh RNG (default: continue the run's own RNG stream, which "
         "repeats the samples `train` printed)",
     )
@@ -181,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("microgpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`microgpt ... | head`): not an error
+        sys.stdout = None  # nothing more to flush at exit
+        return 0
 
 
 # train -----------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Run a study's design × seed tasks: reuse the saved ones, run the rest in worker processes.
+
+Workers come from a `spawn` pool (safe with torch, whose threads a plain fork would copy
+half-started), each importing only what a run needs and kept for many runs. The runs of a study
+cost about the same, so they are handed out one at a time, seed by seed: the workers finish
+together, and an interrupted study keeps whole seeds. Torch threads per run are fixed by the
+study, not by the number of workers, so results are bit-identical whatever `--jobs` is. With one
+worker the runs happen in this process, saving the start-up of a pool.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from microgpt.ablate import worker
+from microgpt.ablate.plan import Study, Task
+from microgpt.ablate.progress import RunsProgress
+
+
+@dataclass(frozen=True)
+class Outcome:
+    records: list[dict]  # one per task, in the study's order (design-major)
+    ran: int
+    reused: int
+    workers: int
+
+
+def load_saved(task: Task) -> dict | None:
+    """The saved record of `task` if it finished with exactly the same settings."""
+    try:
+        record = json.loads(Path(task.path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("settings") != task.settings:
+        return None
+    if not isinstance(record.get("losses"), list) or len(record["losses"]) != task.train.steps:
+        return None
+    return record
+
+
+def run_study(
+    study: Study, out_dir: str | Path, jobs: int, stream: TextIO | None = None
+) -> Outcome:
+    stream = stream or sys.stdout
+    tasks = study.tasks(out_dir)
+    records: dict[str, dict] = {}
+    missing = []
+    for task in tasks:
+        saved = load_saved(task)
+        if saved is not None:
+            records[task.path] = saved
+        else:
+            missing.append(task)
+    if records:
+        print(f"reusing {len(records)} finished runs from {out_dir}", file=stream, flush=True)
+    stale = sum(Path(t.path).exists() for t in missing)
+    if stale:
+        note = f"{stale} saved runs have other settings or are unreadable: running them again"
+        print(note, file=stream, flush=True)
+
+    missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
+    workers = min(jobs, len(missing))
+    steps = sum(t.train.steps for t in missing)
+    progress = RunsProgress(len(tasks), len(records), steps, stream)
+    try:
+        if workers == 1:
+            _run_here(missing, study, records, progress)
+        elif workers > 1:
+            _run_pool(missing, study, workers, records, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            f"{len(records)} finished runs are saved in {out_dir}: "
+            "run the same command again to resume",
+            file=stream,
+            flush=True,
+        )
+        raise
+    progress.close()
+    ordered = [records[t.path] for t in tasks]
+    return Outcome(ordered, ran=len(missing), reused=len(tasks) - len(missing), workers=workers)
+
+
+def _threads(study: Study) -> int | None:
+    return study.tensor.threads if study.tensor else None
+
+
+def _run_here(tasks: list[Task], study: Study, records: dict, progress: RunsProgress) -> None:
+    worker.set_threads(_threads(study))
+    done = 0
+    for task in tasks:
+
+        def on_step(step: int, loss: float, before: int = done) -> None:
+            progress.tick(before + step)
+
+        records[task.path] = worker.execute(task, on_step)
+        done += task.train.steps
+        progress.run_done(done)
+
+
+def _run_pool(
+    tasks: list[Task], study: Study, workers: int, records: dict, progress: RunsProgress
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    steps_done = ctx.Value("q", 0)
+    with ctx.Pool(workers, worker.init, (_threads(study), steps_done)) as pool:
+        results = pool.imap_unordered(worker.run_task, tasks, chunksize=1)
+        for _ in tasks:
+            while True:
+                try:
+                    path, record = results.next(timeout=0.2)
+                    break
+                except multiprocessing.TimeoutError:
+                    progress.tick(steps_done.value)
+            records[path] = record
+            progress.run_done(steps_done.value)
