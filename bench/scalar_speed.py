@@ -58,21 +58,28 @@ def main():
         ours_s, our_losses = time_scalar(a.steps)
         same = [f"{x:.6f}" for x in naive_losses] == [f"{x:.6f}" for x in our_losses]
         rows.append((a.steps / naive_s, a.steps / ours_s, same))
-        print(f"repeat {r + 1}: naive {rows[-1][0]:6.1f} steps/s | scalar mode "
-              f"{rows[-1][1]:6.1f} steps/s | ratio {rows[-1][1] / rows[-1][0]:5.1f}x | "
-              f"same losses: {same}", flush=True)
+        print(
+            f"repeat {r + 1}: naive {rows[-1][0]:6.1f} steps/s | scalar mode "
+            f"{rows[-1][1]:6.1f} steps/s | ratio {rows[-1][1] / rows[-1][0]:5.1f}x | "
+            f"same losses: {same}",
+            flush=True,
+        )
     ratios = [ours / naive for naive, ours, _ in rows]
-    print(json.dumps({
-        "benchmark": "scalar-vs-naive-reference",
-        "python": platform.python_version(),
-        "steps": a.steps,
-        "repeats": a.repeats,
-        "naive_steps_per_s": round(statistics.median(r[0] for r in rows), 1),
-        "scalar_steps_per_s": round(statistics.median(r[1] for r in rows), 1),
-        "median_ratio": round(statistics.median(ratios), 2),
-        "min_ratio": round(min(ratios), 2),
-        "losses_equal_to_6_decimals": all(r[2] for r in rows),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "scalar-vs-naive-reference",
+                "python": platform.python_version(),
+                "steps": a.steps,
+                "repeats": a.repeats,
+                "naive_steps_per_s": round(statistics.median(r[0] for r in rows), 1),
+                "scalar_steps_per_s": round(statistics.median(r[1] for r in rows), 1),
+                "median_ratio": round(statistics.median(ratios), 2),
+                "min_ratio": round(min(ratios), 2),
+                "losses_equal_to_6_decimals": all(r[2] for r in rows),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

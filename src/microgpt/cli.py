@@ -12,7 +12,7 @@ import random
 import sys
 from dataclasses import fields
 
-from microgpt import checkpoint
+from microgpt import __version__, checkpoint
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.modes import MODES, TensorOptions
@@ -148,6 +148,7 @@ def add_mode_flags(p: argparse.ArgumentParser, default_mode: str | None) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="microgpt", description="The smallest complete GPT: train, sample, ablate.")
+    p.add_argument("--version", action="version", version=f"microgpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser(

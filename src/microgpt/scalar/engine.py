@@ -28,6 +28,8 @@ sum_in_order = sum if sys.version_info < (3, 12) else partial(reduce, add)
 
 
 class Value:
+    """A scalar in the graph: its value, its gradient, and how to pass the gradient on."""
+
     __slots__ = ("data", "grad", "children", "local_grads")
 
     def __init__(self, data: float, children: tuple = (), local_grads: tuple = ()):
