@@ -1,0 +1,256 @@
+"""Tensor mode against the naive eager-PyTorch anchor (and scalar mode), side by side.
+
+Three scenarios, each run as fresh processes that alternate between the anchor and tensor mode,
+`--repeats` times, at the same batch size and thread count; the figures are medians:
+
+  batch1   batch 1, 1 thread, the reference model: steps/s, against the anchor and scalar mode
+  batch256 batch 256, 2 threads, the reference model: real (non-padding) target tokens/s
+  medium   n_layer 4, n_embd 128, n_head 4, batch 256, 2 threads: MFU, the share of this
+           machine's fp32 matmul peak (best of a few 2048x2048 matmuls, same threads) that
+           6 x params x tokens/s reaches
+
+Both sides time their training steps only (from the first step, after building the model) on
+the same shuffled names. The last line printed is the whole result as JSON.
+
+    python bench/tensor_speed.py                       # all three, 3 repeats
+    python bench/tensor_speed.py --scenarios batch1 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ANCHOR = ROOT / ".." / "shared" / "bench" / "naive_torch_anchor.py"
+
+SCENARIOS = {
+    "batch1": dict(batch_size=1, threads=1, n_layer=1, n_embd=16, n_head=4, steps=1000),
+    "batch256": dict(batch_size=256, threads=2, n_layer=1, n_embd=16, n_head=4, steps=300),
+    "medium": dict(batch_size=256, threads=2, n_layer=4, n_embd=128, n_head=4, steps=20),
+}
+SCALAR_STEPS = 150  # scalar mode runs at about 140 steps/s
+TARGETS = {"batch1": "steps_per_s", "batch256": "tokens_per_s", "medium": "tokens_per_s"}
+
+
+# workers: one measurement each, in a fresh process, printing one JSON line ------------------------
+
+
+def worker_model(a) -> dict:
+    """Train tensor or scalar mode for a.steps steps; time the steps."""
+    from microgpt.config import TrainConfig
+    from microgpt.data import batch_indices
+    from microgpt.modes import TensorOptions, make_gpt
+    from microgpt.train import lr_at, prepare
+
+    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size)
+    model_args = dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head)
+    config, prep = prepare(None, model_args, tc)
+    options = None
+    if a.worker == "tensor":
+        options = TensorOptions(device="cpu", threads=a.threads, compile=a.compile)
+    gpt = make_gpt(a.worker, config, prep.weights, tc, options)
+    docs = [prep.tokenizer.encode_document(d) for d in prep.split.train]
+    batches = [[docs[i] for i in batch_indices(s, a.batch_size, len(docs))] for s in range(a.steps)]
+    tokens = sum(min(config.block_size, len(d) - 1) for b in batches for d in b)
+    losses, first_step_s = [], 0.0
+    start = time.perf_counter()
+    for s, batch in enumerate(batches):
+        losses.append(gpt.train_step(batch, lr_at(s, a.steps, tc.learning_rate)))
+        if s == 0:
+            first_step_s = time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    tail = losses[-100:]
+    return {
+        "steps_per_s": a.steps / seconds,
+        "tokens_per_s": tokens / seconds,
+        "seconds": seconds,
+        "first_step_s": first_step_s,
+        "mean_last_100": sum(tail) / len(tail),
+        "params": config.num_params(),
+    }
+
+
+def worker_matmul(a) -> dict:
+    """The fp32 matmul peak at this thread count: best of several 2048x2048 products."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    n = 2048
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        x @ y
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        x @ y
+        best = min(best, time.perf_counter() - start)
+    return {"flops_per_s": 2 * n**3 / best}
+
+
+# the driver ---------------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_json(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def worker_cmd(kind: str, s: dict, steps: int, compile_: bool = False) -> list[str]:
+    cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
+    for key in ("batch_size", "threads", "n_layer", "n_embd", "n_head"):
+        cmd += [f"--{key.replace('_', '-')}", str(s[key])]
+    return cmd + (["--compile"] if compile_ else [])
+
+
+def anchor_cmd(anchor: Path, names: Path, s: dict, steps: int) -> list[str]:
+    cmd = [sys.executable, str(anchor), "--input", str(names), "--steps", str(steps)]
+    for key in ("batch_size", "threads", "n_layer", "n_embd", "n_head"):
+        cmd += [f"--{key.replace('_', '-')}", str(s[key])]
+    return cmd
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR, help="the anchor script")
+    ap.add_argument("--scenarios", default="batch1,batch256,medium", help="comma-separated")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs per side")
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count")
+    ap.add_argument("--compile", action="store_true", help="also time tensor mode compiled")
+    ap.add_argument("--no-scalar", action="store_true", help="skip scalar mode in batch1")
+    # worker mode (internal)
+    ap.add_argument("--worker", choices=["tensor", "scalar", "matmul"], help=argparse.SUPPRESS)
+    for key in ("steps", "batch-size", "threads", "n-layer", "n-embd", "n-head"):
+        ap.add_argument(f"--{key}", type=int, default=1, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker == "matmul":
+        print(json.dumps(worker_matmul(a)))
+        return
+    if a.worker:
+        print(json.dumps(worker_model(a)))
+        return
+
+    anchor = a.anchor.resolve()
+    if not anchor.is_file():
+        raise SystemExit(f"anchor script {anchor} not found: pass --anchor PATH")
+    names_ref = resources.files("microgpt.assets").joinpath("names.txt")
+    with resources.as_file(names_ref) as names:
+        result = {
+            "machine": {
+                "python": platform.python_version(),
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+            },
+            "anchor": str(anchor),
+            "repeats": a.repeats,
+            "scenarios": {},
+        }
+        import torch
+
+        result["machine"]["torch"] = torch.__version__
+        for name in a.scenarios.split(","):
+            s = SCENARIOS[name]
+            steps = max(2, round(s["steps"] * a.steps_scale))
+            runs = {"anchor": [], "tensor": [], "scalar": [], "compiled": [], "matmul": []}
+            for _ in range(a.repeats):
+                runs["anchor"].append(run_json(anchor_cmd(anchor, names, s, steps)))
+                runs["tensor"].append(run_json(worker_cmd("tensor", s, steps)))
+                if a.compile:
+                    runs["compiled"].append(run_json(worker_cmd("tensor", s, steps, True)))
+                if name == "batch1" and not a.no_scalar:
+                    scalar_steps = max(2, round(SCALAR_STEPS * a.steps_scale))
+                    runs["scalar"].append(run_json(worker_cmd("scalar", s, scalar_steps)))
+                if name == "medium":
+                    runs["matmul"].append(run_json(worker_cmd("matmul", s, 1)))
+            result["scenarios"][name] = summarize(name, s, steps, runs)
+            report(name, result["scenarios"][name])
+    print(json.dumps(result))
+
+
+def summarize(name: str, s: dict, steps: int, runs: dict) -> dict:
+    key = TARGETS[name]
+    out = {"config": {**s, "steps": steps}, "metric": key}
+    for side in ("anchor", "tensor", "scalar", "compiled"):
+        if runs[side]:
+            out[side] = {
+                "steps_per_s": median_of(runs[side], "steps_per_s"),
+                "tokens_per_s": median_of(runs[side], "tokens_per_s"),
+                "mean_last_100": median_of(runs[side], "mean_last_100"),
+                "runs_" + key: [round(r[key], 1) for r in runs[side]],
+            }
+    out["tensor_vs_anchor"] = out["tensor"][key] / out["anchor"][key]
+    if runs["scalar"]:
+        out["tensor_vs_scalar"] = out["tensor"]["steps_per_s"] / out["scalar"]["steps_per_s"]
+    if runs["compiled"]:
+        out["compiled_vs_anchor"] = out["compiled"][key] / out["anchor"][key]
+        out["compiled"]["first_step_s"] = median_of(runs["compiled"], "first_step_s")
+    if runs["matmul"]:
+        peak = max(r["flops_per_s"] for r in runs["matmul"])
+        flops_per_token = 6 * runs["tensor"][0]["params"]
+        out["matmul_peak_flops_per_s"] = peak
+        out["params"] = runs["tensor"][0]["params"]
+        for side in ("anchor", "tensor", "compiled"):
+            if side in out:
+                out[side]["mfu"] = flops_per_token * out[side]["tokens_per_s"] / peak
+    return out
+
+
+def report(name: str, r: dict) -> None:
+    key = r["metric"]
+    unit = "steps/s" if key == "steps_per_s" else "tokens/s"
+    c = r["config"]
+    print(
+        f"{name}: batch {c['batch_size']}, {c['threads']} thread(s), n_layer {c['n_layer']}, "
+        f"n_embd {c['n_embd']}, {c['steps']} steps"
+    )
+    for side in ("anchor", "tensor", "compiled", "scalar"):
+        if side in r:
+            runs = r[side]["runs_" + key]
+            line = f"  {side:9s} {r[side][key]:>12,.0f} {unit} (median; runs {runs})"
+            line += f"  loss {r[side]['mean_last_100']:.3f}"
+            if "mfu" in r[side]:
+                line += f"  MFU {100 * r[side]['mfu']:.1f}%"
+            print(line)
+    print(f"  tensor / anchor: {r['tensor_vs_anchor']:.2f}x")
+    if "tensor_vs_scalar" in r:
+        print(f"  tensor / scalar: {r['tensor_vs_scalar']:.0f}x (steps/s)")
+    if "compiled_vs_anchor" in r:
+        print(
+            f"  compiled / anchor: {r['compiled_vs_anchor']:.2f}x "
+            f"(first step incl. compile {r['compiled']['first_step_s']:.1f} s)"
+        )
+    if "matmul_peak_flops_per_s" in r:
+        print(
+            f"  fp32 matmul peak ({c['threads']} threads): "
+            f"{r['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s; params {r['params']:,}"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

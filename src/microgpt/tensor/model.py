@@ -1,0 +1,303 @@
+"""microGPT in PyTorch: scalar mode's model, a whole batch of documents at a time.
+
+Reads beside `microgpt.scalar.model`: the same weights (`wte`, `wpe`, `lm_head`,
+`layer{i}.attn_wq` ...), the same operations in the same order. What changes is the shape of the
+work: documents are packed into rows (`packing.py`), every position of every row goes through
+each matrix at once, and a block-diagonal causal mask stands in for the growing key/value cache.
+
+There is no autograd. `_forward` keeps the activations the backward needs, and `_backward` walks
+the layers in reverse, writing each weight gradient straight into one flat gradient buffer
+(`params.py`) that a flat Adam (`optim.py`) then applies. At batch size 1 a step is about a
+hundred tiny kernels, so per-op overhead is the cost: the same model through autograd measured
+about 2.5x slower per step. Every gradient is checked against scalar mode and autograd in the
+tests.
+
+Precision (`TensorOptions.dtype`): float32 (default) and float64 compute in that type. bfloat16
+keeps float32 master weights, gradients and Adam moments; each step casts the weights to
+bfloat16 once, runs the forward and backward in bfloat16 (matmul kernels accumulate in float32),
+computes the log-softmax over the vocabulary and its gradient in float32, and adds each weight
+gradient into the float32 buffer.
+
+Determinism: on the CPU two runs with the same options give bit-identical results. On CUDA the
+embedding gradients are summed with atomic adds (`index_add_`), so runs can differ in the last
+bits.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.init import Matrix
+from microgpt.modes import TensorOptions
+from microgpt.tensor.device import resolve
+from microgpt.tensor.ops import (
+    RMS_EPS,
+    attention,
+    attention_backward,
+    cross_entropy,
+    cross_entropy_with_grad,
+    relu_backward,
+    rmsnorm,
+    rmsnorm_backward,
+)
+from microgpt.tensor.optim import FlatAdam
+from microgpt.tensor.packing import Batch, Packer
+from microgpt.tensor.params import FlatLayout
+
+EVAL_CHUNK = 1024  # documents per forward pass in eval_loss
+
+
+@dataclass
+class Activations:
+    """What the backward needs from one forward pass."""
+
+    input_rmsnorm: tuple[Tensor, Tensor] | None = None  # (output, rstd) when the switch is on
+    layers: list[tuple[Tensor, ...]] = field(default_factory=list)
+    x: Tensor | None = None  # final hidden state (N, C), the input of the head
+
+
+@dataclass(frozen=True)
+class Views:
+    """The tensors a training step reads and writes, by name.
+
+    Made once at start-up for eager steps (slicing twenty views every step would cost more than
+    a small model's arithmetic); a compiled step makes its own inside the traced function."""
+
+    w: dict[str, Tensor]  # weights in the compute dtype, name -> (rows, cols)
+    w_t: dict[str, Tensor]  # the same, transposed
+    g: dict[str, Tensor]  # the gradient, name -> (rows, cols)
+    grad: Tensor  # the flat gradient those are views of
+    eps: Tensor  # rmsnorm's eps, 0-dim
+
+
+def make_views(layout: FlatLayout, flat: Tensor, grad: Tensor, eps: Tensor) -> Views:
+    w = layout.views(flat)
+    return Views(w, {name: m.T for name, m in w.items()}, layout.views(grad), grad, eps)
+
+
+def accumulate(g: Tensor, a: Tensor, b: Tensor) -> None:
+    """g += a @ b, where g is a weight's view of the flat gradient buffer."""
+    if g.dtype == a.dtype:
+        g.addmm_(a, b)
+    else:  # bfloat16 compute into the float32 gradient
+        g.add_(a @ b)
+
+
+class TensorGPT:
+    """The model's weights in flat tensors, with the training interface both modes share."""
+
+    mode = "tensor"
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: dict[str, Matrix],
+        train: TrainConfig,
+        options: TensorOptions,
+    ):
+        self.config = config
+        self.train_config = train
+        self.options = options
+        self.placement = p = resolve(options)
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
+        self.layout = FlatLayout(config)
+        self.flat = torch.zeros(self.layout.numel, device=p.device, dtype=p.master_dtype)
+        self.layout.from_lists(weights, self.flat, "the initial weights")
+        self.grad = torch.zeros_like(self.flat)
+        self.adam = FlatAdam(self.flat, self.grad, train)
+        self._compute_flat = self.flat
+        if p.compute_dtype != p.master_dtype:  # bfloat16: a compute copy, refreshed every step
+            self._compute_flat = torch.empty_like(self.flat, dtype=p.compute_dtype)
+        eps = torch.tensor(RMS_EPS, dtype=p.compute_dtype, device=p.device)
+        self._views = make_views(self.layout, self._compute_flat, self.grad, eps)
+        self.head = "wte" if config.tie_lm_head else "lm_head"  # the one read of tie_lm_head
+        self.packer = Packer(config.block_size, p.device, p.compute_dtype, p.loss_dtype)
+        self.step = 0  # Adam updates done so far
+        self._compiled = _compile_step(self) if options.compile else None
+
+    # forward --------------------------------------------------------------------------------------
+
+    def _refresh_compute_weights(self) -> None:
+        if self._compute_flat is not self.flat:
+            self._compute_flat.copy_(self.flat)
+
+    def _forward(self, batch: Batch, v: Views, acts: Activations | None) -> Tensor:
+        """Final hidden state (N, C) of every packed position; fills `acts` when given."""
+        c, w, w_t, eps = self.config, v.w, v.w_t, v.eps
+        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
+        N, C = R * W, c.n_embd
+        x = w["wte"][batch.tokens] + w["wpe"][batch.positions]  # (N, C)
+        if c.input_rmsnorm:
+            x, rstd = rmsnorm(x, eps)
+            if acts is not None:
+                acts.input_rmsnorm = (x, rstd)
+        for i in range(c.n_layer):
+            # attention: pre-norm; q, k, v from one matmul with [attn_wq; attn_wk; attn_wv]
+            x_residual = x
+            x_norm1, rstd1 = rmsnorm(x, eps)
+            qkv = x_norm1 @ w_t[f"layer{i}.attn_wqkv"]  # (N, 3C) = (N, 3H, D)
+            qkv = qkv.view(N, 3 * H, D).transpose(0, 1).contiguous()  # (3H, N, D)
+            q, k, val = qkv.view(3, H * R, W, D)  # head-major: one sequence per head and row
+            y, att = attention(q, k, val, batch.mask)  # (H * R, W, D)
+            x_attn = y.view(H, N, D).transpose(0, 1).reshape(N, C)  # heads side by side
+            x = torch.addmm(x_residual, x_attn, w_t[f"layer{i}.attn_wo"])
+            # MLP: pre-norm, ReLU
+            x_residual = x
+            x_norm2, rstd2 = rmsnorm(x, eps)
+            hidden = torch.relu_(x_norm2 @ w_t[f"layer{i}.mlp_fc1"])  # (N, 4C)
+            x = torch.addmm(x_residual, hidden, w_t[f"layer{i}.mlp_fc2"])
+            if acts is not None:
+                acts.layers.append((x_norm1, rstd1, q, k, val, att, x_attn, x_norm2, rstd2, hidden))
+        if acts is not None:
+            acts.x = x
+        return x
+
+    def _logits(self, x: Tensor, v: Views) -> Tensor:
+        """(N, C) -> (N, V), in the loss dtype."""
+        return (x @ v.w_t[self.head]).to(self.placement.loss_dtype)
+
+    # backward -------------------------------------------------------------------------------------
+
+    def _backward(self, batch: Batch, dlogits: Tensor, acts: Activations, v: Views) -> None:
+        """Write d loss / d weight of every matrix into `v.grad`, layers in reverse."""
+        c, w, g = self.config, v.w, v.g
+        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
+        N, C = R * W, c.n_embd
+        v.grad.zero_()
+        accumulate(g[self.head], dlogits.T, acts.x)  # (V, C)
+        dx = dlogits @ w[self.head]  # (N, C)
+        for i in reversed(range(c.n_layer)):
+            x_norm1, rstd1, q, k, val, att, x_attn, x_norm2, rstd2, hidden = acts.layers[i]
+            # MLP: x = x_residual + relu(rmsnorm(x_residual) @ fc1.T) @ fc2.T
+            accumulate(g[f"layer{i}.mlp_fc2"], dx.T, hidden)  # (C, 4C)
+            dhidden = relu_backward(dx @ w[f"layer{i}.mlp_fc2"], hidden)  # (N, 4C)
+            accumulate(g[f"layer{i}.mlp_fc1"], dhidden.T, x_norm2)  # (4C, C)
+            rmsnorm_backward(dhidden @ w[f"layer{i}.mlp_fc1"], x_norm2, rstd2, dx)
+            # attention: x = x_residual + attention(rmsnorm(x_residual)) @ attn_wo.T
+            accumulate(g[f"layer{i}.attn_wo"], dx.T, x_attn)  # (C, C)
+            dy = (dx @ w[f"layer{i}.attn_wo"]).view(N, H, D).transpose(0, 1)  # (H, N, D)
+            dqkv = attention_backward(
+                dy.reshape(H * R, W, D), q, k, val, att, out=dx.new_empty(3, H * R, W, D)
+            )
+            dqkv = dqkv.view(3 * H, N, D).transpose(0, 1).reshape(N, 3 * C)  # laid out as qkv
+            accumulate(g[f"layer{i}.attn_wqkv"], dqkv.T, x_norm1)  # (3C, C)
+            rmsnorm_backward(dqkv @ w[f"layer{i}.attn_wqkv"], x_norm1, rstd1, dx)
+        if acts.input_rmsnorm is not None:
+            dx = rmsnorm_backward(dx, *acts.input_rmsnorm)
+        dx = dx.to(v.grad.dtype)
+        g["wte"].index_add_(0, batch.tokens, dx)
+        g["wpe"].index_add_(0, batch.positions, dx)
+
+    def _loss_and_grad(self, batch: Batch, v: Views) -> Tensor:
+        """The loss on `batch` (a (1, 1) tensor); its gradient is left in `v.grad`."""
+        acts = Activations()
+        logits = self._logits(self._forward(batch, v, acts), v)
+        loss, dlogits = cross_entropy_with_grad(
+            logits, batch.targets, batch.weights, batch.neg_weights
+        )
+        self._backward(batch, dlogits.to(self.placement.compute_dtype), acts, v)
+        return loss
+
+    # the interface the training loop uses ---------------------------------------------------------
+
+    def train_step(self, docs: list[list[int]], lr: float) -> float:
+        loss = self.compute_grad(docs)
+        self.step += 1
+        self.adam.update(lr, self.step)
+        return loss.item()
+
+    def compute_grad(self, docs: list[list[int]]) -> Tensor:
+        """The loss on `docs` (a (1, 1) tensor), leaving its gradient in `self.grad`.
+
+        No tensor here requires grad, so no autograd graph is built; `no_grad` would only add
+        overhead."""
+        batch = self.packer.pack(docs)
+        self._refresh_compute_weights()
+        if self._compiled is not None:
+            return self._compiled(self._compute_flat, self.grad, batch)
+        return self._loss_and_grad(batch, self._views)
+
+    @torch.no_grad()
+    def eval_loss(self, docs: list[list[int]]) -> float:
+        self._refresh_compute_weights()
+        total = 0.0
+        for start in range(0, len(docs), EVAL_CHUNK):
+            batch = self.packer.pack(docs[start : start + EVAL_CHUNK], divisor=len(docs))
+            logits = self._logits(self._forward(batch, self._views, None), self._views)
+            total += cross_entropy(logits, batch.targets, batch.neg_weights).item()
+        return total
+
+    @torch.no_grad()
+    def logits(self, tokens: list[int]) -> list[float]:
+        """Next-token logits after the context `tokens` (at most block_size of them)."""
+        if not 1 <= len(tokens) <= self.config.block_size:
+            raise ValueError(f"context of {len(tokens)} tokens: give 1 to block_size of them")
+        self._refresh_compute_weights()
+        batch = self.packer.pack([[*tokens, 0]])  # the last token's target is never used
+        x = self._forward(batch, self._views, None)
+        return self._logits(x[-1:], self._views)[0].tolist()
+
+    # state, for checkpoints -----------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, dict[str, Matrix]]:
+        return {
+            "weights": self.layout.to_lists(self.flat),
+            "adam_m": self.layout.to_lists(self.adam.m),
+            "adam_v": self.layout.to_lists(self.adam.v),
+        }
+
+    def load_state(self, state: dict[str, dict[str, Matrix]], step: int) -> None:
+        for key, buffer in (
+            ("weights", self.flat),
+            ("adam_m", self.adam.m),
+            ("adam_v", self.adam.v),
+        ):
+            self.layout.from_lists(state[key], buffer, f"the checkpoint's {key}")
+        self.step = step
+
+
+def _compile_step(gpt: TensorGPT):
+    """`gpt._loss_and_grad` compiled with torch.compile, as a function of plain tensors
+    (flat weights, flat gradient, batch), so that guards stay few and no views or dicts cross
+    the graph's boundary. If compiling or a compiled call fails, it warns once on stderr and
+    runs eagerly from then on.
+
+    Off by default: on a 2-core CPU it does not pay off at these sizes (measured: 13 to 40 s
+    to compile, then batch 1 about 15% faster and batch 256 slower than eager)."""
+    layout, eps = gpt.layout, gpt._views.eps
+
+    def step(flat: Tensor, grad: Tensor, *fields: Tensor) -> Tensor:
+        tokens, positions, targets, weights, neg_weights, mask = fields
+        R, W = mask.shape[0], mask.shape[-1]
+        batch = Batch(R, W, tokens, positions, targets, weights, neg_weights, mask)
+        return gpt._loss_and_grad(batch, make_views(layout, flat, grad, eps))
+
+    compiled = None
+
+    def fall_back(e: Exception) -> None:
+        nonlocal compiled
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"warning: torch.compile failed ({first_line}); running eagerly", file=sys.stderr)
+        compiled = None
+
+    try:
+        compiled = torch.compile(step, dynamic=True)
+    except Exception as e:  # noqa: BLE001 - whatever the reason, eager mode still works
+        fall_back(e)
+
+    def run(flat: Tensor, grad: Tensor, batch: Batch) -> Tensor:
+        if compiled is not None:
+            fields = (batch.tokens, batch.positions, batch.targets, batch.weights)
+            try:
+                return compiled(flat, grad, *fields, batch.neg_weights, batch.mask)
+            except Exception as e:  # noqa: BLE001
+                fall_back(e)
+        return gpt._loss_and_grad(batch, gpt._views)
+
+    return run

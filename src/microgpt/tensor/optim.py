@@ -1,0 +1,35 @@
+"""Adam on flat buffers: scalar mode's `_adam`, one whole-buffer op per line."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from microgpt.config import TrainConfig
+
+
+class FlatAdam:
+    """Adam's moments for one flat parameter buffer, and the update of scalar mode.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g²;
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    def __init__(self, params: Tensor, grads: Tensor, train: TrainConfig):
+        self.params, self.grads = params, grads
+        self.m = torch.zeros_like(params)
+        self.v = torch.zeros_like(params)
+        self.beta1, self.beta2 = train.beta1, train.beta2
+        # 0-dim tensors: a Python number as a tensor operand costs a conversion on every call
+        like = {"dtype": params.dtype, "device": params.device}
+        self._beta1 = torch.tensor(train.beta1, **like)
+        self._beta2 = torch.tensor(train.beta2, **like)
+        self._eps = torch.tensor(train.eps, **like)
+
+    def update(self, lr: float, step: int) -> None:
+        """Apply update number `step` (1 for the first) at learning rate `lr`, in place."""
+        b1, b2, g = self.beta1, self.beta2, self.grads
+        m_correction, v_correction = 1 - b1**step, 1 - b2**step
+        self.m.mul_(self._beta1).add_(g, alpha=1 - b1)
+        self.v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)
+        denom = torch.add(self._eps, self.v.sqrt(), alpha=v_correction**-0.5)  # sqrt(v_hat)+eps
+        self.params.addcdiv_(self.m, denom, value=-lr / m_correction)
