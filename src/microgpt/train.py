@@ -162,12 +162,12 @@ def train(
         tokens += sum(min(config.block_size, len(d) - 1) for d in docs)
         if metrics:
             metrics.step(step + 1, loss, lr)
-        if on_step:
-            on_step(step + 1, loss)
         if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
             paused = time.perf_counter()
             save(step + 1)
             start += time.perf_counter() - paused  # saving is not training time
+        if on_step:
+            on_step(step + 1, loss)
     loop_seconds = time.perf_counter() - start
     steps_run = tc.steps - (resume.step if resume else 0)
     if steps_run and loop_seconds > 0:
