@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, topological_order, vsum
+from microgpt.scalar.engine import (
+    Tape,
+    Value,
+    cross_entropy,
+    dot,
+    linear,
+    topological_order,
+    vsum,
+)
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6  # central differences of smooth functions with inputs of order 1
@@ -32,6 +40,7 @@ OPS = {
     "vsum": (lambda x: vsum(x), 5, (-2, 2)),
     "dot": (lambda x: dot(x[:4], x[4:]), 8, (-2, 2)),
     "dot_self": (lambda x: dot(x, x), 4, (-2, 2)),
+    "linear": (lambda x: dot(linear(x[:3], [x[3:6], x[6:9]]), x[9:]), 11, (-2, 2)),
     "cross_entropy": (lambda x: cross_entropy(x, 2), 5, (-3, 3)),
     "composite": (lambda x: (x[0] * x[1] + x[0].exp()).log() * x[1] - x[0] / 3, 2, (0.2, 2)),
 }
@@ -100,6 +109,32 @@ def test_dot_equals_elementary_graph(xs):
     out_e, g_e = grads(elementary, xs)
     assert out_f == out_e
     assert g_f == g_e
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.data())
+@settings(max_examples=100, deadline=None)
+def test_linear_equals_one_dot_per_row(rows, cols, data):
+    floats = st.floats(-10, 10)
+    xs = data.draw(
+        st.lists(floats, min_size=cols + rows * cols + rows, max_size=cols + rows * cols + rows)
+    )
+
+    def split(v):
+        x, w, g = v[:cols], v[cols : cols + rows * cols], v[cols + rows * cols :]
+        return x, [w[r * cols : (r + 1) * cols] for r in range(rows)], g
+
+    def fused(v):
+        x, w, g = split(v)
+        return dot(linear(x, w), g)
+
+    def per_row(v):
+        x, w, g = split(v)
+        return dot([dot(row, x) for row in w], g)
+
+    out_f, g_f = grads(fused, xs)
+    out_r, g_r = grads(per_row, xs)
+    assert out_f == out_r
+    assert g_f == g_r
 
 
 def elementary_cross_entropy(logits, target):

@@ -7,9 +7,10 @@ chain rule: child.grad += local_grad * node.grad. A `Tape` gives that order for 
 graph is built inside a `with` block, which is how the model trains.
 
 The elementary ops are +, *, ** (by a constant), exp, log and relu; -, / and the reflected
-forms are built from them. Three fused ops make the model fast without changing its numbers:
-`dot` and `vsum` (one node for a whole sum instead of one per +) and `cross_entropy` (one node
-for -log softmax(logits)[target], whose local gradients are softmax - onehot). Each fused op
+forms are built from them. Fused ops make the model fast without changing its numbers: `dot`
+and `vsum` (one node for a whole sum instead of one per +), `linear` (a `dot` per row of a
+matrix) and `cross_entropy` (one node for -log softmax(logits)[target], whose local gradients
+are softmax - onehot). Each fused op
 computes its forward value with exactly the float operations, in the order, that the
 elementary ops would, so results are bit-for-bit the same.
 """
@@ -170,6 +171,17 @@ def dot(ws: list[Value], xs: list[Value]) -> Value:
     wd = [w.data for w in ws]
     xd = [x.data for x in xs]
     return Value(sum_in_order(map(mul, wd, xd)), (*ws, *xs), (*xd, *wd))
+
+
+def linear(x: list[Value], w: list[list[Value]]) -> list[Value]:
+    """y_i = sum_j W[i][j] x_j (no bias): one `dot` node per row, reading x's floats once."""
+    xs = tuple(x)
+    xd = [v.data for v in x]
+    out = []
+    for row in w:
+        wd = [p.data for p in row]
+        out.append(Value(sum_in_order(map(mul, wd, xd)), (*row, *xs), (*xd, *wd)))
+    return out
 
 
 def cross_entropy(logits: list[Value], target: int) -> Value:

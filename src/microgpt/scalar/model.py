@@ -14,12 +14,7 @@ from contextlib import contextmanager
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.data import training_pairs
 from microgpt.init import Matrix
-from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, vsum
-
-
-def linear(x: list[Value], w: list[list[Value]]) -> list[Value]:
-    """y_i = sum_j W[i][j] x_j (no bias)."""
-    return [dot(row, x) for row in w]
+from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, linear, vsum
 
 
 def rmsnorm(x: list[Value]) -> list[Value]:
@@ -129,13 +124,15 @@ class ScalarGPT:
     def _adam(self, lr: float) -> None:
         tc = self.train_config
         self.step += 1
-        b1, b2 = tc.beta1, tc.beta2
+        b1, b2, eps = tc.beta1, tc.beta2, tc.eps
+        one_minus_b1, one_minus_b2 = 1 - b1, 1 - b2
         m_correction, v_correction = 1 - b1**self.step, 1 - b2**self.step
+        ms, vs = self.adam_m, self.adam_v
         for i, p in enumerate(self.params):
             g = p.grad
-            self.adam_m[i] = m = b1 * self.adam_m[i] + (1 - b1) * g
-            self.adam_v[i] = v = b2 * self.adam_v[i] + (1 - b2) * g**2
-            p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + tc.eps)
+            ms[i] = m = b1 * ms[i] + one_minus_b1 * g
+            vs[i] = v = b2 * vs[i] + one_minus_b2 * g**2
+            p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + eps)
             p.grad = 0.0
 
     def eval_loss(self, docs: list[list[int]]) -> float:
