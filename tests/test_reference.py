@@ -56,16 +56,30 @@ def test_first_steps_of_the_reference_run():
         assert f"{loss:.6f}" == KNOWN[s + 1]
 
 
-@pytest.mark.slow
-def test_full_reference_run_through_the_cli(capsys):
-    """All 1000 steps against the naive baseline's losses, and the reference's samples."""
+@pytest.fixture(scope="module")
+def naive_reference_run():
+    """The naive baseline's 1000 losses and 20 samples (about 90 s)."""
     from microgpt.data import read_documents
 
-    naive_losses = []
     naive = NaiveGPT(read_documents(), seed=42)
-    for s in range(1000):
-        naive_losses.append(naive.train_step(s, 1000))
-    assert main(["train", "--log-every", "1", "--val-docs", "0"]) == 0
+    losses = [naive.train_step(s, 1000) for s in range(1000)]
+    return losses, [naive.sample() for _ in range(20)]
+
+
+MODE_FLAGS = {
+    "scalar": ["--mode", "scalar"],
+    "tensor-float64": ["--mode", "tensor", "--dtype", "float64", "--batch-size", "1"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODE_FLAGS)
+def test_full_reference_run_through_the_cli(capsys, naive_reference_run, mode):
+    """All 1000 steps printed as the naive baseline's losses, and the reference's samples."""
+    if mode.startswith("tensor"):
+        pytest.importorskip("torch")
+    naive_losses, naive_samples = naive_reference_run
+    assert main(["train", *MODE_FLAGS[mode], "--seed", "42", "--log-every", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     printed = [line.split("loss ")[1] for line in out if line.startswith("step ")]
     assert printed == [f"{x:.6f}" for x in naive_losses]
@@ -73,7 +87,7 @@ def test_full_reference_run_through_the_cli(capsys):
         assert printed[step - 1] == figure
     samples = [line.split(": ")[1] for line in out if line.startswith("sample ")]
     assert samples[:3] == KNOWN_SAMPLES
-    assert samples == [naive.sample() for _ in range(20)]
+    assert samples == naive_samples
 
 
 def test_sampling_follows_the_naive_graph():
