@@ -99,17 +99,6 @@ def worker_matmul(a) -> dict:
 # the driver ---------------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_json(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -155,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker_model(a)))
         return
 
+    from microgpt.ablate.worker import cpu_model
+
     anchor = a.anchor.resolve()
     if not anchor.is_file():
         raise SystemExit(f"anchor script {anchor} not found: pass --anchor PATH")
@@ -163,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {
             "machine": {
                 "python": platform.python_version(),
-                "cpu": cpu_name(),
+                "cpu": cpu_model(),
                 "cores": os.cpu_count(),
             },
             "anchor": str(anchor),

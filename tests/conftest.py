@@ -13,3 +13,60 @@ def names_head():
     from microgpt.data import read_documents
 
     return read_documents()[:200]
+
+
+def read_metrics(path):
+    """Per-step losses and the summary record of a --metrics file."""
+    import json
+
+    records = [json.loads(line) for line in open(path)]
+    return [r["loss"] for r in records if "step" in r], records[-1]
+
+
+def assert_sigkill_resume_is_exact(tmp_path, train_args, steps, save_every):
+    """Train `microgpt train *train_args` once uninterrupted; once killed with SIGKILL right
+    after its first checkpoint and resumed; the two must agree bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from microgpt import checkpoint
+
+    common = [
+        sys.executable,
+        "-m",
+        "microgpt",
+        "train",
+        "--steps",
+        str(steps),
+        *train_args,
+        "--num-samples",
+        "3",
+        "--log-every",
+        str(10 * steps),
+    ]
+    full, resumed = tmp_path / "full.jsonl", tmp_path / "resumed.jsonl"
+    subprocess.run([*common, "--metrics", str(full)], check=True, capture_output=True)
+
+    ckpt = tmp_path / "c.safetensors"
+    proc = subprocess.Popen(
+        [*common, "--out", str(ckpt), "--save-every", str(save_every)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert 0 < checkpoint.load(ckpt).step < steps  # killed mid-run, after a save
+    subprocess.run(
+        [*common, "--resume", str(ckpt), "--metrics", str(resumed)], check=True, capture_output=True
+    )
+    losses_full, summary_full = read_metrics(full)
+    losses_resumed, summary_resumed = read_metrics(resumed)
+    assert losses_resumed == losses_full
+    assert summary_resumed["val_loss"] == summary_full["val_loss"]
+    assert summary_resumed["samples"] == summary_full["samples"]
+    assert checkpoint.load(ckpt).step == steps

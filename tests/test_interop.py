@@ -1,16 +1,11 @@
 """Checkpoints across modes, through the CLI: a run saved by one mode is resumed and sampled by
 the other, and tensor mode resumes exactly after SIGKILL, as scalar mode does."""
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
 pytest.importorskip("torch")
+
+from conftest import assert_sigkill_resume_is_exact, read_metrics  # noqa: E402
 
 from microgpt import checkpoint  # noqa: E402
 from microgpt.cli import main  # noqa: E402
@@ -21,9 +16,7 @@ SMALL = ["--n-embd", "8", "--n-head", "2", "--val-docs", "50"]
 MODES = {"scalar": ["--mode", "scalar"], "tensor": ["--mode", "tensor", "--dtype", "float64"]}
 
 
-def metrics(path):
-    records = [json.loads(line) for line in open(path)]
-    return [r["loss"] for r in records if "step" in r], records[-1]
+metrics = read_metrics
 
 
 def save_partial_run(mode: str, path, steps: int, stop_after: int) -> None:
@@ -100,46 +93,5 @@ def test_sample_a_checkpoint_in_either_mode(tmp_path, capsys):
 
 
 def test_tensor_mode_sigkill_then_resume_is_bit_identical(tmp_path):
-    common = [
-        sys.executable,
-        "-m",
-        "microgpt",
-        "train",
-        "--mode",
-        "tensor",
-        "--threads",
-        "1",
-        "--steps",
-        "3000",
-        "--batch-size",
-        "4",
-        *SMALL,
-        "--num-samples",
-        "3",
-        "--log-every",
-        "100000",
-    ]
-    full = tmp_path / "full.jsonl"
-    subprocess.run([*common, "--metrics", str(full)], check=True, capture_output=True)
-
-    ckpt, resumed = tmp_path / "c.safetensors", tmp_path / "resumed.jsonl"
-    proc = subprocess.Popen(
-        [*common, "--out", str(ckpt), "--save-every", "100"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    killed_at = checkpoint.load(ckpt).step
-    assert 0 < killed_at < 3000
-    subprocess.run(
-        [*common, "--resume", str(ckpt), "--metrics", str(resumed)], check=True, capture_output=True
-    )
-    losses_full, summary_full = metrics(full)
-    losses_resumed, summary_resumed = metrics(resumed)
-    assert losses_resumed == losses_full  # float32, bit for bit
-    assert summary_resumed["val_loss"] == summary_full["val_loss"]
-    assert summary_resumed["samples"] == summary_full["samples"]
+    flags = ["--mode", "tensor", "--threads", "1", "--batch-size", "4", *SMALL]
+    assert_sigkill_resume_is_exact(tmp_path, flags, 3000, 100)

@@ -1,15 +1,10 @@
 """Training: the loss falls, runs repeat bit for bit, checkpoints round-trip, and a run killed
 with SIGKILL and resumed gives the same per-step losses as one never interrupted."""
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
+from conftest import assert_sigkill_resume_is_exact, read_metrics
 
 from microgpt import checkpoint
 from microgpt.cli import main
@@ -19,9 +14,7 @@ from microgpt.train import lr_at, prepare, train
 SMALL = {"n_embd": 8, "n_head": 2}
 
 
-def metrics_losses(path):
-    records = [json.loads(line) for line in open(path)]
-    return [r["loss"] for r in records if "step" in r], records[-1]
+metrics_losses = read_metrics
 
 
 def test_lr_decays_linearly_to_zero():
@@ -126,46 +119,7 @@ def _flags(model_args):
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     """A run killed with SIGKILL mid-way and resumed matches an uninterrupted run exactly."""
-    common = [
-        sys.executable,
-        "-m",
-        "microgpt",
-        "train",
-        "--steps",
-        "400",
-        *_flags(SMALL),
-        "--num-samples",
-        "3",
-        "--val-docs",
-        "20",
-        "--log-every",
-        "1000",
-    ]
-    full = tmp_path / "full.jsonl"
-    subprocess.run([*common, "--metrics", str(full)], check=True, capture_output=True)
-
-    ckpt, resumed = tmp_path / "c.safetensors", tmp_path / "resumed.jsonl"
-    proc = subprocess.Popen(
-        [*common, "--out", str(ckpt), "--save-every", "25"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    killed_at = checkpoint.load(ckpt).step
-    assert 0 < killed_at < 400
-    subprocess.run(
-        [*common, "--resume", str(ckpt), "--metrics", str(resumed)], check=True, capture_output=True
-    )
-    losses_full, summary_full = metrics_losses(full)
-    losses_resumed, summary_resumed = metrics_losses(resumed)
-    assert losses_resumed == losses_full
-    assert summary_resumed["val_loss"] == summary_full["val_loss"]
-    assert summary_resumed["samples"] == summary_full["samples"]
-    assert checkpoint.load(ckpt).step == 400
+    assert_sigkill_resume_is_exact(tmp_path, [*_flags(SMALL), "--val-docs", "20"], 400, 25)
 
 
 def test_input_file_is_remembered_for_resume(tmp_path, capsys):
