@@ -220,3 +220,13 @@ def test_sample_reproduces_the_training_samples(tmp_path, capsys):
     )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.startswith("a") for line in lines)
+
+
+def test_unavailable_device_fails_before_any_output(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--mode", "tensor", "--device", "cuda"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "--device cpu" in err

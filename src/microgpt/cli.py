@@ -15,7 +15,7 @@ from dataclasses import fields
 from microgpt import __version__, checkpoint
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
-from microgpt.modes import MODES, TensorOptions
+from microgpt.modes import MODES, TensorOptions, check_tensor_options
 
 MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "block_size", "tie_lm_head", "input_rmsnorm")
 TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
@@ -277,6 +277,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for path in (args.out, args.metrics):
         if path:
             _check_writable(path)
+    if options is not None:
+        check_tensor_options(options)
     ckpt = checkpoint.load(args.resume) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)

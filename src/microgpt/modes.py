@@ -69,3 +69,12 @@ def make_gpt(
 
         return TensorGPT(config, weights, train, tensor or TensorOptions())
     raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")
+
+
+def check_tensor_options(options: TensorOptions) -> None:
+    """Raise now the UserError that make_gpt would raise later (torch missing, a device this
+    machine lacks, a bad dtype), so that a command fails before it prints or writes anything."""
+    from microgpt.tensor import TensorGPT  # noqa: F401 (imports torch, or says how to install it)
+    from microgpt.tensor.device import resolve
+
+    resolve(options)
