@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -66,15 +67,19 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self.chars) + 1
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.chars)}
+
     def encode(self, text: str) -> list[int]:
-        index = {c: i for i, c in enumerate(self.chars)}
-        unknown = sorted(set(text) - index.keys())
-        if unknown:
+        try:
+            return [self._index[c] for c in text]
+        except KeyError:
+            unknown = "".join(sorted(set(text) - self._index.keys()))
             raise UserError(
-                f"characters {''.join(unknown)!r} are not in the vocabulary "
-                f"{self.chars!r}: use only those characters"
-            )
-        return [index[c] for c in text]
+                f"characters {unknown!r} are not in the vocabulary {self.chars!r}: "
+                "use only those characters"
+            ) from None
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids if i != self.bos)

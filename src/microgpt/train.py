@@ -150,9 +150,9 @@ def train(
         checkpoint.save(out, make_checkpoint(gpt, result, prep, tc))
         saved_at = step
 
-    tokens, loop_seconds = 0, 0.0
+    first_step, tokens = len(result.losses), 0
     start = time.perf_counter()
-    for step in range(len(result.losses), tc.steps):
+    for step in range(first_step, tc.steps):
         docs = [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
         lr = lr_at(step, tc.steps, tc.learning_rate)
         loss = gpt.train_step(docs, lr)
@@ -169,7 +169,7 @@ def train(
         if on_step:
             on_step(step + 1, loss)
     loop_seconds = time.perf_counter() - start
-    steps_run = tc.steps - (resume.step if resume else 0)
+    steps_run = tc.steps - first_step
     if steps_run and loop_seconds > 0:
         result.steps_per_s = steps_run / loop_seconds
         result.tokens_per_s = tokens / loop_seconds
