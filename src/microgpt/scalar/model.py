@@ -140,11 +140,14 @@ class ScalarGPT:
             return sum(self.document_loss(d).data for d in docs) / len(docs)
 
     def logits(self, tokens: list[int]) -> list[float]:
-        """Next-token logits after the context `tokens` (at most block_size of them)."""
+        """Next-token logits after the context `tokens` (1 to block_size of them)."""
+        if not 1 <= len(tokens) <= self.config.block_size:
+            raise ValueError(f"context of {len(tokens)} tokens: give 1 to block_size of them")
         keys = [[] for _ in range(self.config.n_layer)]
         values = [[] for _ in range(self.config.n_layer)]
-        for pos, tok in enumerate(tokens):
-            out = self.forward(tok, pos, keys, values)
+        with _no_cycle_collection():
+            for pos, tok in enumerate(tokens):
+                out = self.forward(tok, pos, keys, values)
         return [v.data for v in out]
 
     # state, for checkpoints ---------------------------------------------------------------------
