@@ -2,6 +2,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI machines are shared and noisy, and these tests check values.
+settings.register_profile("microgpt", deadline=None)
+settings.load_profile("microgpt")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))  # the naive reference baseline lives there
