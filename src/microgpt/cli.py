@@ -277,8 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for path in (args.out, args.metrics):
         if path:
             _check_writable(path)
-    if options is not None:
-        check_tensor_options(options)
+    where = f" ({check_tensor_options(options)})" if options is not None else ""
     ckpt = checkpoint.load(args.resume) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
@@ -293,7 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"checkpoint {args.resume} has finished all {tc.steps} steps")
 
     print(
-        f"microgpt train: {args.mode} mode, {config.num_params():,} parameters, "
+        f"microgpt train: {args.mode} mode{where}, {config.num_params():,} parameters, "
         f"{len(prep.split.train):,} training / {len(prep.split.val):,} held-out documents, "
         f"vocabulary {config.vocab_size}" + (f", resuming at step {ckpt.step}" if ckpt else ""),
         flush=True,

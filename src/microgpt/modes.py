@@ -71,10 +71,11 @@ def make_gpt(
     raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")
 
 
-def check_tensor_options(options: TensorOptions) -> None:
+def check_tensor_options(options: TensorOptions) -> str:
     """Raise now the UserError that make_gpt would raise later (torch missing, a device this
-    machine lacks, a bad dtype), so that a command fails before it prints or writes anything."""
+    machine lacks, a bad dtype), so that a command fails before it prints or writes anything.
+    Returns where it will run, e.g. "cpu, float32"."""
     from microgpt.tensor import TensorGPT  # noqa: F401 (imports torch, or says how to install it)
     from microgpt.tensor.device import resolve
 
-    resolve(options)
+    return f"{resolve(options).device.type}, {options.dtype}"

@@ -29,7 +29,8 @@ class Progress:
             if now - self._last_draw >= 0.1 or step == self.total:
                 self._last_draw = now
                 rate = self._updates / max(now - self._start, 1e-9)
-                self.stream.write(f"\r{line} | {rate:,.0f} steps/s")
+                eta = (self.total - step) / rate
+                self.stream.write(f"\r{line} | {rate:,.0f} steps/s | ETA {eta:4.0f}s\x1b[K")
                 self.stream.flush()
         elif step % self.every == 0 or step == self.total:
             print(line, file=self.stream, flush=True)
