@@ -144,3 +144,30 @@ def test_input_file_is_remembered_for_resume(tmp_path, capsys):
         == 0
     )
     assert checkpoint.load(out).input_path == str(data)
+
+
+def test_progress_is_live_on_a_terminal_and_plain_when_piped():
+    import io
+
+    from microgpt.progress import Progress
+
+    piped = io.StringIO()
+    p = Progress(100, stream=piped)
+    for step in range(1, 101):
+        p.update(step, 1.0)
+    p.close()
+    lines = piped.getvalue().splitlines()
+    assert len(lines) == 20 and lines[-1] == "step 100/100 | loss 1.000000"
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    p = Progress(100, stream=tty)
+    for step in range(1, 101):
+        p.update(step, 2.0)
+    p.close()
+    out = tty.getvalue()
+    assert out.startswith("\rstep") and out.endswith("\n") and out.count("\n") == 1
+    assert "step 100/100 | loss 2.000000" in out and "ETA" in out
