@@ -1,8 +1,8 @@
 """The seeded initial weights, as plain Python floats, shared by both modes.
 
 Every weight is one `rng.gauss(0, 0.08)` draw, row by row, in the reference's order. With a tied
-head there is no `lm_head` matrix and its draws are skipped, so the later matrices move up in
-the stream. Names match between scalar and tensor mode.
+head there is no `lm_head` matrix, and with RoPE no `wpe`: their draws are skipped, so the later
+matrices move up in the stream. Names match between scalar and tensor mode.
 """
 
 from __future__ import annotations
@@ -17,17 +17,8 @@ Matrix = list[list[float]]
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, int]]:
-    """Every weight matrix as `name: (rows, cols)`, in draw order."""
-    V, E, T = config.vocab_size, config.n_embd, config.block_size
-    shapes = {"wte": (V, E), "wpe": (T, E)}
-    if not config.tie_lm_head:
-        shapes["lm_head"] = (V, E)
-    for i in range(config.n_layer):
-        for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
-            shapes[f"layer{i}.{name}"] = (E, E)
-        shapes[f"layer{i}.mlp_fc1"] = (4 * E, E)
-        shapes[f"layer{i}.mlp_fc2"] = (E, 4 * E)
-    return shapes
+    """Every weight matrix as `name: (rows, cols)`, in draw order (`ModelConfig.param_shapes`)."""
+    return config.param_shapes()
 
 
 def init_weights(config: ModelConfig, rng: random.Random) -> dict[str, Matrix]:
