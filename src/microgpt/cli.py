@@ -10,146 +10,30 @@ import argparse
 import os
 import random
 import sys
-from dataclasses import fields
 
 from microgpt import __version__, checkpoint
+from microgpt.ablate.cli import add_ablate_parser
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
-from microgpt.modes import MODES, TensorOptions, check_tensor_options
-
-MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "block_size", "tie_lm_head", "input_rmsnorm")
-TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
-
-
-# argument types: each rejects a bad value with a message argparse prints on one line ---------
-
-
-def int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"{value} is below the minimum {lo}")
-        return value
-
-    return parse
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own status)
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def add_model_flags(p: argparse.ArgumentParser, designs: bool = True) -> None:
-    """The architecture flags; `designs=False` leaves out the two ablation switches."""
-    g = p.add_argument_group("model (defaults: the reference's)")
-    g.add_argument(
-        "--n-layer", metavar="N", type=int_at_least(1), help="transformer blocks (default 1)"
-    )
-    g.add_argument(
-        "--n-embd", metavar="N", type=int_at_least(1), help="embedding width (default 16)"
-    )
-    g.add_argument(
-        "--n-head",
-        metavar="N",
-        type=int_at_least(1),
-        help="attention heads; must divide --n-embd (4)",
-    )
-    g.add_argument(
-        "--block-size",
-        metavar="N",
-        type=int_at_least(1),
-        help="context length in tokens (default 16)",
-    )
-    if designs:
-        g.add_argument(
-            "--tie-lm-head",
-            action=argparse.BooleanOptionalAction,
-            help="logits use wte instead of a separate lm_head (default: untied)",
-        )
-        g.add_argument(
-            "--input-rmsnorm",
-            action=argparse.BooleanOptionalAction,
-            help="rmsnorm right after the embeddings (default: on)",
-        )
-
-
-def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    """The data and optimizer flags; `seed=False` leaves out --seed (ablate sets the seeds)."""
-    g = p.add_argument_group("training")
-    g.add_argument(
-        "--input",
-        metavar="PATH",
-        help="UTF-8 text, one document per line (default: the bundled names)",
-    )
-    g.add_argument(
-        "--steps",
-        metavar="N",
-        type=int_at_least(1),
-        help="total steps, also the LR decay length (1000)",
-    )
-    if seed:
-        g.add_argument(
-            "--seed",
-            metavar="S",
-            type=int_at_least(0),
-            help="seed of the one RNG stream (default 42)",
-        )
-    g.add_argument(
-        "--learning-rate", metavar="LR", type=number, help="peak Adam learning rate (0.01)"
-    )
-    g.add_argument(
-        "--batch-size", metavar="B", type=int_at_least(1), help="documents per step (default 1)"
-    )
-    g.add_argument(
-        "--last-n",
-        metavar="N",
-        type=int_at_least(1),
-        help="summary: mean loss of the last N steps (100)",
-    )
-    g.add_argument(
-        "--val-fraction",
-        metavar="F",
-        type=number,
-        help="share of documents held out for validation (default 0.1)",
-    )
-    g.add_argument(
-        "--val-docs",
-        metavar="N",
-        type=int_at_least(0),
-        help="held-out documents the validation loss averages over (default 500)",
-    )
-
-
-def add_mode_flags(p: argparse.ArgumentParser, default_mode: str | None) -> None:
-    g = p.add_argument_group("mode")
-    g.add_argument(
-        "--mode",
-        default=default_mode,
-        help="scalar (pure Python) or tensor (PyTorch) "
-        f"(default: {default_mode or 'the mode that wrote the checkpoint'})",
-    )
-    g.add_argument("--device", help="tensor mode: auto, cpu, cuda or mps (default auto)")
-    g.add_argument("--dtype", help="tensor mode: float32, float64 or bfloat16 (default float32)")
-    g.add_argument(
-        "--threads", metavar="N", type=int_at_least(1), help="tensor mode: torch CPU threads"
-    )
-    g.add_argument("--compile", action="store_true", help="tensor mode: torch.compile the step")
+from microgpt.flags import (
+    MODEL_FLAGS,
+    Parser,
+    add_mode_flags,
+    add_model_flags,
+    add_train_flags,
+    int_at_least,
+    model_args,
+    number,
+    tensor_options,
+    train_args,
+)
+from microgpt.modes import check_tensor_options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="microgpt", description="The smallest complete GPT: train, sample, ablate.")
+    p = Parser(prog="microgpt", description="The smallest complete GPT: train, sample, ablate.")
     p.add_argument("--version", action="version", version=f"microgpt {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser(
         "train",
@@ -204,24 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--prompt", default="", help="text every sample starts with")
 
-    from microgpt.ablate.cli import add_ablate_parser
-
     add_ablate_parser(sub)
     t.set_defaults(run=cmd_train)
     s.set_defaults(run=cmd_sample)
     return p
-
-
-def tensor_options(args: argparse.Namespace) -> TensorOptions | None:
-    """The tensor-mode flags as TensorOptions; an error if they are given to scalar mode."""
-    given = {k: getattr(args, k) for k in ("device", "dtype", "threads") if getattr(args, k)}
-    if args.compile:
-        given["compile"] = True
-    if args.mode not in MODES:
-        raise UserError(f"unknown mode {args.mode!r}: use --mode scalar or --mode tensor")
-    if given and args.mode != "tensor":
-        raise UserError(f"--{next(iter(given))} applies to --mode tensor only")
-    return TensorOptions(**given) if args.mode == "tensor" else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,8 +117,7 @@ def resolve_configs(
 ) -> tuple[dict, TrainConfig]:
     """The model flags (without vocab_size) and the TrainConfig: the flags given over the
     defaults, or, on --resume, the checkpoint's, which given flags must not contradict."""
-    model = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
-    train = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    model, train = model_args(args), train_args(args)
     if ckpt is None:
         ModelConfig(vocab_size=2, **model)  # validate the flags before reading any data
         return model, TrainConfig(**train)

@@ -279,6 +279,18 @@ class TrainConfig:
 
 
 DATA_KINDS = ("lines", "stream")
+
+
+@dataclass(frozen=True)
+class TensorOptions:
+    """How tensor mode runs; scalar mode always computes in Python floats (float64)."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "float32"  # float32 | float64 | bfloat16
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    compile: bool = False  # torch.compile the training step
+
+
 LR_SCHEDULES = ("linear", "cosine", "constant")
 
 

@@ -6,24 +6,14 @@ two modes cannot drift apart in anything but the arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import ModelConfig, TensorOptions, TrainConfig
 from microgpt.errors import UserError
+from microgpt.flags import MODES
 from microgpt.init import Matrix
 
-MODES = ("scalar", "tensor")
-
-
-@dataclass(frozen=True)
-class TensorOptions:
-    """How tensor mode runs; scalar mode always computes in Python floats (float64)."""
-
-    device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "float32"  # float32 | float64 | bfloat16
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
-    compile: bool = False  # torch.compile the training step
+__all__ = ["GPT", "MODES", "TensorOptions", "check_tensor_options", "make_gpt"]
 
 
 class GPT(Protocol):

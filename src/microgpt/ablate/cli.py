@@ -16,10 +16,9 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from microgpt.cli import add_model_flags, add_train_flags, int_at_least, tensor_options
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
-from microgpt.modes import MODES
+from microgpt.flags import MODES, add_model_flags, add_train_flags, int_at_least, tensor_options
 
 MODEL_ARGS = ("n_layer", "n_embd", "n_head", "block_size")
 TRAIN_ARGS = ("steps", "learning_rate", "batch_size", "last_n", "val_fraction", "val_docs")
@@ -78,7 +77,7 @@ def add_ablate_parser(sub) -> None:
     )
 
     add_train_flags(a, seed=False)  # the same for every run
-    add_model_flags(a, designs=False)  # the same for every design
+    add_model_flags(a, switches=False)  # the same for every design
     a.set_defaults(run=cmd_ablate, compile=False)
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from microgpt.config import TensorOptions
 from microgpt.errors import UserError
-from microgpt.modes import TensorOptions
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}

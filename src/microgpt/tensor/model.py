@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import ModelConfig, TensorOptions, TrainConfig
 from microgpt.init import Matrix
-from microgpt.modes import TensorOptions
 from microgpt.tensor.device import resolve
 from microgpt.tensor.ops import (
     RMS_EPS,
