@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from microgpt.ablate.plan import DESIGNS, REFERENCE
+from microgpt.ablate.plan import DEFAULT_VARY, designs_of, parse_vary
 from microgpt.ablate.progress import RunsProgress
-from microgpt.ablate.report import CSV_COLUMNS
 from microgpt.cli import build_parser, main
+from microgpt.config import SWITCHES
+
+DESIGNS, REFERENCE = designs_of(parse_vary(list(DEFAULT_VARY)), "full")
 
 TINY = ["--steps", "6", "--val-docs", "5", "--n-embd", "4", "--n-head", "1", "--block-size", "6"]
 TINY += ["--last-n", "3"]
 RUN_KEYS = {
-    "design", "tie_lm_head", "input_rmsnorm", "seed", "params", "final_loss", "mean_last_n",
+    "design", "tie_lm_head", "input_rmsnorm", "switches", "level", "seed", "params",
+    "final_loss", "mean_last_n",
     "last_n", "val_loss", "steps_per_s", "tokens_per_s", "train_seconds", "wall_seconds",
     "val_docs", "data_order", "model_config", "train_config", "environment", "losses",
 }  # fmt: skip
@@ -77,16 +80,23 @@ def test_table_schema(study):
     assert rows[0].startswith(REFERENCE.label + " *")
     assert all(r.count("±") == 3 for r in rows)
     assert "sample standard deviation over the 2 seeds (0, 1)" in stdout
-    assert "mean and 95% t-interval (1 degree of freedom)" in stdout
-    verdicts = [line for line in lines if "(contains 0)" in line or "(excludes 0)" in line]
+    assert "t-interval (1 degree of freedom)" in stdout and "Holm" in stdout
+    verdicts = [
+        line for line in lines[head + 6 :] if line.startswith(tuple(d.label for d in DESIGNS))
+    ]
     assert len(verdicts) == 3  # every design but the reference
+    assert all(v.endswith(("within seed noise", "higher", "lower")) for v in verdicts)
+    effects = [line for line in lines if line.startswith("main effect of ")]
+    assert [e.split("  ")[0] for e in effects] == ["main effect of tied head",
+                                                   "main effect of no input norm"]  # fmt: skip
+    assert sum(line.startswith("tied head × no input norm") for line in lines) == 1
     assert "8 runs trained (2 workers), 0 reused" in stdout
 
 
 def test_json_schema(study):
     out, _ = study
     doc = results(out)
-    assert {"settings", "environment", "spread", "designs", "runs"} <= doc.keys()
+    assert {"settings", "environment", "spread", "designs", "comparisons", "runs"} <= doc.keys()
     assert doc["settings"]["seeds"] == [0, 1] and doc["settings"]["mode"] == "scalar"
     assert {"microgpt", "python", "torch", "cpu", "jobs"} <= doc["environment"].keys()
     assert len(doc["runs"]) == 8
@@ -97,23 +107,30 @@ def test_json_schema(study):
         assert run["mean_last_n"] == pytest.approx(sum(run["losses"][-3:]) / 3)
         assert {"microgpt", "python", "cpu"} <= run["environment"].keys()
         assert run["train_config"]["seed"] == run["seed"]
+        assert run["model_config"].keys() >= set(SWITCHES)
     designs = doc["designs"]
-    assert [(d["tie_lm_head"], d["input_rmsnorm"]) for d in designs] == [
-        (d.tie_lm_head, d.input_rmsnorm) for d in DESIGNS
+    assert [d["switches"] for d in designs] == [d.flags() for d in DESIGNS]
+    assert [d["baseline"] for d in designs] == [True, False, False, False]
+    comparisons = doc["comparisons"]
+    assert [c["kind"] for c in comparisons] == ["difference"] * 3 + ["main effect"] * 2 + [
+        "interaction"
     ]
-    assert "val_loss_vs_reference" not in designs[0]
-    for d in designs[1:]:
-        p = d["val_loss_vs_reference"]
+    assert [c["name"] for c in comparisons[:3]] == [d.label for d in DESIGNS[1:]]
+    assert doc["adjustment"] == {"method": "holm", "family": 6, "alpha": 0.05}
+    for p in comparisons:
         assert p["n"] == 2 and p["df"] == 1 and p["low"] <= p["mean_diff"] <= p["high"]
+        assert p["confidence"] >= 0.95 and 0 <= p["p"] <= 1
 
 
 def test_csv_schema(study):
     out, _ = study
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert list(rows[0].keys())[:4] == ["design", "tie_lm_head", "input_rmsnorm", "seed"]
     assert sorted((r["tie_lm_head"], r["input_rmsnorm"], r["seed"]) for r in rows) == sorted(
-        (str(d.tie_lm_head), str(d.input_rmsnorm), str(s)) for d in DESIGNS for s in (0, 1)
+        (str(d.flags()["tie_lm_head"]), str(d.flags()["input_rmsnorm"]), str(s))
+        for d in DESIGNS
+        for s in (0, 1)
     )
     by_key = {(r["design"], int(r["seed"])): r for r in rows}
     for run in results(out)["runs"]:
@@ -144,6 +161,93 @@ def test_tied_design_has_vocab_times_embd_fewer_parameters(study):
         assert params[False, norm] - params[True, norm] == cfg["vocab_size"] * cfg["n_embd"]
 
 
+# what varies ------------------------------------------------------------------------------------
+
+
+def test_default_vary_is_the_seeds_four_designs_in_their_order():
+    assert [d.label for d in DESIGNS] == [
+        "untied head, input norm",
+        "tied head, input norm",
+        "untied head, no input norm",
+        "tied head, no input norm",
+    ]
+    assert REFERENCE == DESIGNS[0]
+
+
+def test_vary_parses_switches_and_numbers():
+    varied = parse_vary(
+        ["mlp-activation", "qk_norm=true,false", "n_embd=16,32", "learning_rate=1e-3,3e-3"]
+    )
+    assert varied == {
+        "mlp_activation": ("relu", "relu2", "gelu"),
+        "qk_norm": (True, False),
+        "n_embd": (16, 32),
+        "learning_rate": (0.001, 0.003),
+    }
+
+
+def test_plans_full_and_one_at_a_time():
+    varied = parse_vary(["mlp_activation", "qk_norm", "position"])
+    full, base = designs_of(varied, "full")
+    assert len(full) == 3 * 2 * 2 and len(set(full)) == 12 and full[0] == base
+    assert base.flags() == {"mlp_activation": "relu", "qk_norm": False, "position": "learned"}
+    one, base1 = designs_of(varied, "one-at-a-time")
+    assert base1 == base and one[0] == base and len(one) == 1 + 2 + 1 + 1
+    for d in one[1:]:  # each differs from the baseline in exactly one switch
+        assert sum(d.flags()[k] != v for k, v in base.flags().items()) == 1
+
+
+def test_baseline_is_the_first_listed_value_when_the_reference_is_left_out():
+    _, base = designs_of(parse_vary(["mlp_activation=gelu,relu2"]), "full")
+    assert base.flags() == {"mlp_activation": "gelu"}
+
+
+def test_every_switch_can_vary():
+    for name, switch in SWITCHES.items():
+        designs, base = designs_of(parse_vary([name]), "full")
+        assert [d.flags()[name] for d in designs] == list(switch.values)
+        assert base.flags()[name] == switch.reference
+
+
+@pytest.fixture(scope="module")
+def scaling_study(tmp_path_factory, names):
+    """A scalar study over two widths and two designs, 2 seeds."""
+    out = tmp_path_factory.mktemp("ablate") / "scaling"
+    rc, stdout, stderr = ablate("--mode", "scalar", "--seeds", "2", "--jobs", "2", "--input",
+                                names, "--out", str(out), "--vary", "n_embd=4,8",
+                                "--vary", "final_rmsnorm", *TINY[:4], *TINY[6:])  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    return out, stdout
+
+
+def test_numeric_levels_cross_every_design(scaling_study):
+    out, stdout = scaling_study
+    assert "2 designs × 2 levels (n_embd 4, n_embd 8) × 2 seeds = 8 runs" in stdout
+    assert "== n_embd 4 ==" in stdout and "== n_embd 8 ==" in stdout
+    assert "Does it hold as n_embd changes?" in stdout
+    runs = results(out)["runs"]
+    assert sorted((r["n_embd"], r["final_rmsnorm"], r["seed"]) for r in runs) == sorted(
+        (e, f, s) for e in (4, 8) for f in (False, True) for s in (0, 1)
+    )
+    assert all(r["model_config"]["n_embd"] == r["level"]["n_embd"] for r in runs)
+    with open(out / "results.csv", newline="") as f:
+        assert list(csv.DictReader(f))[0].keys() >= {"n_embd", "final_rmsnorm"}
+    assert (out / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    comparisons = results(out)["comparisons"]
+    assert [c["level"] for c in comparisons] == [{"n_embd": 4}, {"n_embd": 8}]
+    # the same seed gives the same data order at every level and design
+    assert len({r["data_order"] for r in runs if r["seed"] == 0}) == 1
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, names):
+    out = tmp_path / "dry"
+    rc, stdout, stderr = ablate("--mode", "scalar", "--seeds", "2", "--input", names, "--out",
+                                str(out), "--vary", "qk_norm", "--dry-run", *TINY)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    assert not out.exists()
+    assert stdout.count("to run") == 4 and "4 of 4 runs to train; about" in stdout
+
+
 # resume and parallelism -------------------------------------------------------------------------
 
 
@@ -162,7 +266,7 @@ def test_resume_reuses_finished_runs_unchanged(study, tmp_path, names):
     assert all(now[key] == value for key, value in before_runs.items())
 
     # a saved run is reused only if its settings match exactly
-    tampered = out / "run-tied-nonorm-seed2.json"
+    tampered = out / "run-tied-head_no-input-norm-seed2.json"
     record = json.loads(tampered.read_text())
     record["settings"]["train"]["learning_rate"] = 0.02
     tampered.write_text(json.dumps(record))
@@ -268,8 +372,16 @@ def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
         ["--seed-list", "1,x"],
         ["--seed-list", "4,4"],
         ["--mode", "gpu"],
-        ["--tie-lm-head"],
-        ["--input-rmsnorm"],
+        ["--tie-lm-head"],  # fixed and varied (the default --vary)
+        ["--vary", "n_embd"],  # a numeric setting needs its values
+        ["--vary", "qk_norm", "--vary", "qk-norm"],
+        ["--vary", "width=1,2"],
+        ["--vary", "mlp_activation=relu,swish"],
+        ["--vary", "n_embd=8,x"],
+        ["--vary", "n_embd=8,8"],
+        ["--vary", "n_embd=6", "--n-head", "4"],
+        ["--vary", "n_embd=8,6"],  # 6 is not divisible by the 4 heads
+        ["--plan", "some"],
         ["--seed", "3"],
         ["--jobs", "0"],
         ["--mode", "scalar", "--threads", "2"],
@@ -292,9 +404,17 @@ def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_settings_name_the_code_that_computes_the_runs():
+def test_settings_name_the_code_that_computes_the_runs(tmp_path, monkeypatch):
+    """The code hash covers every module of the package: change any one, and it changes."""
+    import microgpt
     from microgpt.ablate.plan import versions
 
     scalar, tensor = versions("scalar"), versions("tensor")
-    assert scalar["code"] != tensor["code"] and len(scalar["code"]) == 16
+    assert scalar["code"] == tensor["code"] and len(scalar["code"]) == 16
     assert "torch" in tensor and "torch" not in scalar
+    copy = tmp_path / "microgpt"
+    shutil.copytree(Path(microgpt.__file__).parent, copy)
+    monkeypatch.setattr(microgpt, "__file__", str(copy / "__init__.py"))
+    assert versions("scalar")["code"] == scalar["code"]
+    (copy / "progress.py").write_text((copy / "progress.py").read_text() + "\n# changed\n")
+    assert versions("scalar")["code"] != scalar["code"]

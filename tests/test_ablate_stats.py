@@ -55,15 +55,65 @@ def test_paired_interval_by_hand():
     assert p.n == 4 and p.df == 3
     assert p.mean_diff == pytest.approx(statistics.fmean(diffs))
     assert (p.low, p.high) == pytest.approx((p.mean_diff - half, p.mean_diff + half), rel=1e-6)
-    assert p.low > 0 and p.verdict.startswith("higher than the reference")
+    assert p.low > 0 and p.significant and p.verdict == "higher"
 
 
 def test_paired_interval_verdicts():
     noisy = paired_interval([1.0, 2.0, 3.0], [1.1, 1.8, 3.05])
-    assert noisy.low < 0 < noisy.high and noisy.verdict.startswith("within seed noise")
+    assert noisy.low < 0 < noisy.high and noisy.verdict == "within seed noise"
+    assert noisy.p > 0.05 and not noisy.significant
     lower = paired_interval([1.0, 2.0, 3.0], [0.9, 1.91, 2.89])
-    assert lower.high < 0 and lower.verdict.startswith("lower than the reference")
+    assert lower.high < 0 and lower.verdict == "lower" and lower.p < 0.05
     one = paired_interval([1.0], [1.2])
     assert one.low is None and one.high is None and "no interval" in one.verdict
     with pytest.raises(ValueError):
         paired_interval([1.0, 2.0], [1.0])
+
+
+def test_holm_adjusts_p_values_decisions_and_levels():
+    from microgpt.ablate.stats import holm, mean_interval
+
+    family = [
+        mean_interval([0.10, 0.12, 0.11, 0.13]),  # clearly nonzero
+        mean_interval([0.01, -0.02, 0.015, 0.0]),  # noise
+        mean_interval([0.05, 0.06, 0.04, 0.055]),
+    ]
+    adjusted = holm(family, 0.05)
+    order = sorted(range(3), key=lambda i: family[i].p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * family[i].p))
+        assert adjusted[i].p == pytest.approx(running)
+        assert adjusted[i].level == pytest.approx(1 - 0.05 / (3 - rank))
+        if rank < 2:  # tested at a stricter level than 95%: a wider interval
+            assert adjusted[i].low < family[i].low and adjusted[i].high > family[i].high
+        else:  # the last step tests at 95%
+            assert (adjusted[i].low, adjusted[i].high) == (family[i].low, family[i].high)
+        assert adjusted[i].mean_diff == family[i].mean_diff
+    assert [a.significant for a in adjusted] == [True, False, True]
+    assert adjusted[1].verdict == "within seed noise"
+
+
+def test_holm_step_down_stops_at_the_first_failure():
+    from microgpt.ablate.stats import Paired, holm
+
+    def fake(p):
+        return Paired(5, 1.0, 0.5, 1.5, 0.95, p, p < 0.05, 0.3)
+
+    # 0.01 <= 0.05/3 rejects; 0.04 > 0.05/2 stops; 0.045 <= 0.05/1 would pass alone, but fails
+    out = holm([fake(0.01), fake(0.04), fake(0.045)])
+    assert [o.significant for o in out] == [True, False, False]
+    assert [o.p for o in out] == pytest.approx([0.03, 0.08, 0.08])
+
+
+def test_p_value_of_the_mean_difference():
+    from microgpt.ablate.stats import mean_interval
+
+    diffs = [0.3, 0.1, 0.2, 0.4, 0.25]
+    p = mean_interval(diffs)
+    m, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    t = m / (sd / math.sqrt(5))
+    # P(|T| > t) for 4 df: the interval at level 1 - p just touches 0
+    from microgpt.ablate.stats import t_quantile
+
+    assert t_quantile(1 - p.p, 4) == pytest.approx(t, rel=1e-6)

@@ -116,6 +116,43 @@ def test_incompatible_checkpoints(tmp_path, capsys, ckpt):
     fails(capsys, ["sample", "--checkpoint", str(bad)], "shape")
 
 
+def test_version_1_checkpoints_load_with_the_reference_switches(tmp_path, capsys, ckpt):
+    """A checkpoint written before the new switches existed: format 1, two switches named."""
+    from microgpt import tensorfile
+    from microgpt.config import REFERENCE_DESIGN
+
+    tensors, meta = tensorfile.loads(ckpt.read_bytes())
+    old_model = {k: v for k, v in json.loads(meta["model_config"]).items()}
+    for name in ("final_rmsnorm", "mlp_activation", "qk_norm", "position"):
+        del old_model[name]
+    old = tmp_path / "v1.safetensors"
+    old.write_bytes(
+        tensorfile.dumps(tensors, {**meta, "version": "1", "model_config": json.dumps(old_model)})
+    )
+    loaded = checkpoint.load(old)
+    assert loaded.model.design() == REFERENCE_DESIGN
+    assert main(["sample", "--checkpoint", str(old), "--num-samples", "2"]) == 0
+    want = capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(ckpt), "--num-samples", "2"]) == 0
+    assert capsys.readouterr().out == want
+
+
+def test_unknown_switch_values_in_a_checkpoint(tmp_path, capsys, ckpt):
+    from microgpt import tensorfile
+
+    tensors, meta = tensorfile.loads(ckpt.read_bytes())
+    model = json.loads(meta["model_config"])
+    for change, match in [
+        ({"mlp_activation": "swiglu"}, "mlp_activation = 'swiglu', which this microgpt does not"),
+        ({"moe": True}, "model settings this microgpt does not know (moe)"),
+    ]:
+        bad = tmp_path / "newer.safetensors"
+        bad.write_bytes(
+            tensorfile.dumps(tensors, {**meta, "model_config": json.dumps({**model, **change})})
+        )
+        fails(capsys, ["sample", "--checkpoint", str(bad)], match)
+
+
 def test_resume_flags_must_agree_with_the_checkpoint(tmp_path, capsys, ckpt):
     fails(capsys, ["train", "--resume", str(ckpt), "--n-embd", "16"], "differs from the checkpoint")
     fails(capsys, ["train", "--resume", str(ckpt)], "finished all 3 steps")

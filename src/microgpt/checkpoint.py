@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from microgpt import tensorfile
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import SWITCHES, ModelConfig, TrainConfig
 from microgpt.errors import UserError
-from microgpt.init import Matrix, param_shapes
+from microgpt.init import Matrix
 
 FORMAT = "microgpt-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the model config names every design switch; 1: only tie_lm_head, input_rmsnorm
+READS = ("1", "2")  # a version-1 checkpoint's missing switches take their reference values
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key: name prefix
 
 
@@ -75,13 +77,15 @@ def load(path: str | Path) -> Checkpoint:
         raise UserError(f"checkpoint {path} is corrupt: {e}; use an intact checkpoint") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} is not a microgpt checkpoint (no '{FORMAT}' marker)")
-    if meta.get("version") != str(VERSION):
+    if meta.get("version") not in READS:
         raise UserError(
             f"checkpoint {path} has format version {meta.get('version')}, this microgpt reads "
-            f"version {VERSION}: use the microgpt version that wrote it"
+            f"versions {' and '.join(READS)}: use the microgpt version that wrote it"
         )
     try:
-        model = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        model_dict = json.loads(meta["model_config"])
+        _check_switches(path, model_dict)
+        model = ModelConfig.from_dict(model_dict)
         train = TrainConfig.from_dict(json.loads(meta["train_config"]))
         version, internal, gauss_next = json.loads(meta["rng_state"])
         ckpt = Checkpoint(
@@ -104,9 +108,27 @@ def load(path: str | Path) -> Checkpoint:
     return ckpt
 
 
+def _check_switches(path: Path, model: dict) -> None:
+    """A design switch or value this version does not know is one clear line, not 'corrupt'."""
+    if not isinstance(model, dict):
+        return
+    for name, value in model.items():
+        if name in SWITCHES and value not in SWITCHES[name].values:
+            raise UserError(
+                f"checkpoint {path} uses {name} = {value!r}, which this microgpt does not know "
+                f"({', '.join(map(str, SWITCHES[name].values))}): use a newer microgpt"
+            )
+    unknown = sorted(set(model) - set(MODEL_FIELDS))
+    if unknown:
+        raise UserError(
+            f"checkpoint {path} has model settings this microgpt does not know "
+            f"({', '.join(unknown)}): use a newer microgpt"
+        )
+
+
 def _unpack_state(tensors: dict, model: ModelConfig) -> dict[str, dict[str, Matrix]]:
     state: dict[str, dict[str, Matrix]] = {key: {} for key in GROUPS}
-    for name, (rows, cols) in param_shapes(model).items():
+    for name, (rows, cols) in model.param_shapes().items():
         for key, prefix in GROUPS.items():
             shape, flat = tensors[prefix + name]
             if list(shape) != [rows, cols]:

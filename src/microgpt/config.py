@@ -176,10 +176,8 @@ class ModelConfig:
         reference value, and an unknown key is an error."""
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise UserError(
-                f"unknown model settings {', '.join(unknown)}: written by a newer microgpt?"
-            )
-        return cls(**{k: v for k, v in d.items()})
+            raise UserError(f"unknown model settings {', '.join(unknown)}: use a newer microgpt")
+        return cls(**d)
 
 
 SIZES = ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")

@@ -213,7 +213,8 @@ def model_args(args: argparse.Namespace) -> dict:
         value = getattr(args, name, None)
         if value is None:
             continue
-        out[name] = SWITCHES[name].parse(value) if name in SWITCHES else value
+        parse = name in SWITCHES and isinstance(value, str)  # boolean flags give bools
+        out[name] = SWITCHES[name].parse(value) if parse else value
     return out
 
 

@@ -1,8 +1,9 @@
-"""`microgpt ablate`: the four designs (tie_lm_head × input_rmsnorm) on the same seeds.
+"""`microgpt ablate`: designs × numeric levels × seeds, compared paired by seed.
 
-Each (design, seed) run is `microgpt train` with those settings; seed s gives every design the
-same train/validation split and data order. Finished runs are saved one by one in --out, whose
-default name is derived from the settings, so running the same command again resumes.
+Each (level, design, seed) run is `microgpt train` with those settings; seed s gives every
+design the same train/validation split and data order. `--vary` picks what varies (default: the
+seed's four designs, tie_lm_head × input_rmsnorm). Finished runs are saved one by one in --out,
+whose default name is derived from the settings, so running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -10,31 +11,59 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import time
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 
 from microgpt.config import ModelConfig, TrainConfig
+from microgpt.environment import environment
 from microgpt.errors import UserError
-from microgpt.flags import MODES, add_model_flags, add_train_flags, int_at_least, tensor_options
+from microgpt.flags import (
+    MODES,
+    SIZE_FLAGS,
+    add_model_flags,
+    add_train_flags,
+    int_at_least,
+    model_args,
+    tensor_options,
+    train_args,
+)
 
-MODEL_ARGS = ("n_layer", "n_embd", "n_head", "block_size")
-TRAIN_ARGS = ("steps", "learning_rate", "batch_size", "last_n", "val_fraction", "val_docs")
 DEFAULT_SEEDS = 5
 
 
 def add_ablate_parser(sub) -> None:
     a = sub.add_parser(
         "ablate",
-        help="compare the four designs (tied head × input rmsnorm) over seeds",
-        description="Train the four designs (tie_lm_head in {no, yes} × input_rmsnorm in "
-        "{yes, no}) on the same seeds, data split and data order; print a table of losses and "
-        "speed with the seed spread, and each design's validation loss against the reference "
-        "(untied, input rmsnorm) with a paired 95% t-interval. Writes results.json, "
-        "results.csv and loss_curves.png to --out; finished runs are saved as they complete "
-        "and reused when the same command runs again.",
+        help="compare designs (and sizes) over seeds, paired by seed",
+        description="Train every design of a study on the same seeds, data split and data "
+        "order; print a table of losses and speed with the seed spread, and each design's "
+        "validation loss against the baseline (the varied switches at their reference values) "
+        "with paired t-intervals, Holm-adjusted when there are several. Default: the four "
+        "designs tie_lm_head × input_rmsnorm. Writes results.json, results.csv and "
+        "loss_curves.png to --out; finished runs are saved as they complete and reused when "
+        "the same command runs again.",
+    )
+    g = a.add_argument_group("what varies")
+    g.add_argument(
+        "--vary",
+        action="append",
+        metavar="NAME[=V1,V2,...]",
+        help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
+        "n_embd, n_head, block_size, steps, learning_rate, batch_size: list required); "
+        "repeatable (default: --vary tie_lm_head --vary input_rmsnorm)",
+    )
+    g.add_argument(
+        "--plan",
+        choices=("full", "one-at-a-time"),
+        default="full",
+        help="full: every combination of the varied switches (default); one-at-a-time: the "
+        "baseline plus each switch value changed alone. Numeric settings are always crossed",
+    )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs and an estimate of the time they take, then stop",
     )
     g = a.add_argument_group("runs")
     seeds = g.add_mutually_exclusive_group()
@@ -77,7 +106,7 @@ def add_ablate_parser(sub) -> None:
     )
 
     add_train_flags(a, seed=False)  # the same for every run
-    add_model_flags(a, switches=False)  # the same for every design
+    add_model_flags(a)  # the same for every design, except what varies
     a.set_defaults(run=cmd_ablate, compile=False)
 
 
@@ -98,7 +127,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
-    from microgpt.ablate.plan import Study, versions
+    from microgpt.ablate.plan import DEFAULT_VARY, Study, levels_of, parse_vary, versions
     from microgpt.data import Tokenizer, read_documents
     from microgpt.train import fingerprint
 
@@ -109,15 +138,27 @@ def make_study(args: argparse.Namespace):
             raise UserError(
                 "tensor mode needs PyTorch: pip install 'microgpt[tensor]', or use --mode scalar"
             )
-    given = {k: getattr(args, k) for k in MODEL_ARGS if getattr(args, k) is not None}
-    defaults = ModelConfig(vocab_size=2, **given)  # validates the flags
-    model_args = {k: getattr(defaults, k) for k in MODEL_ARGS}
-    tc = TrainConfig(**{k: getattr(args, k) for k in TRAIN_ARGS if getattr(args, k) is not None})
+    varied = parse_vary(args.vary or list(DEFAULT_VARY))
+    fixed_model, fixed_train = model_args(args), train_args(args)
+    for name in varied:
+        if name in fixed_model or name in fixed_train:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} is fixed and varied: give {flag} or --vary {name}, not both")
+    defaults = ModelConfig(vocab_size=2, **fixed_model)  # validates the flags
+    fixed = {k: getattr(defaults, k) for k in SIZE_FLAGS}
+    fixed |= {k: v for k, v in defaults.design().items() if k not in varied}
+    tc = TrainConfig(**fixed_train)
+    for level in levels_of(varied):  # every level must make a valid model and schedule
+        knobs = level.flags()
+        ModelConfig(
+            vocab_size=2, **{**fixed, **{k: v for k, v in knobs.items() if k in SIZE_FLAGS}}
+        )
+        replace(tc, **{k: v for k, v in knobs.items() if k not in SIZE_FLAGS})
     seeds = args.seed_list or tuple(range(args.seeds or DEFAULT_SEEDS))
     docs = read_documents(args.input)
     return Study(
         mode=args.mode,
-        model_args=model_args,
+        model_args=fixed,
         train=tc,
         tensor=options,
         input_path=args.input,
@@ -125,14 +166,31 @@ def make_study(args: argparse.Namespace):
         vocab_size=Tokenizer.from_documents(docs).vocab_size,
         seeds=seeds,
         versions=versions(args.mode),
+        varied=varied,
+        plan=args.plan,
+    )
+
+
+def describe(study, jobs: int, out: Path) -> str:
+    designs, levels = study.designs(), study.levels()
+    n_runs = len(designs) * len(levels) * len(study.seeds)
+    parts = [f"{len(designs)} designs"]
+    if len(levels) > 1:
+        parts.append(f"{len(levels)} levels ({', '.join(lv.label for lv in levels)})")
+    parts.append(f"{len(study.seeds)} seeds")
+    steps = "" if "steps" in study.varied else f" of {study.train.steps:,} steps"
+    batch = "" if "batch_size" in study.varied else f" (batch {study.train.batch_size})"
+    return (
+        f"microgpt ablate: {study.mode} mode, {' × '.join(parts)} = {n_runs} runs{steps}{batch}, "
+        f"up to {jobs} workers, results in {out}"
     )
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from microgpt import tensorfile
-    from microgpt.ablate.plot import plot_curves
-    from microgpt.ablate.report import format_table, results_csv, results_json, summarize
-    from microgpt.ablate.runner import run_study
+    from microgpt.ablate.plot import plot_curves, plot_scaling
+    from microgpt.ablate.report import format_report, results_csv, results_json, summarize
+    from microgpt.ablate.runner import dry_run, run_study
 
     start = time.perf_counter()
     study = make_study(args)
@@ -140,57 +198,39 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     out = Path(args.out or study.default_out())
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
+    if args.dry_run:
+        print(describe(study, jobs, out), flush=True)
+        print(dry_run(study, out, jobs))
+        return 0
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out folder {out}: {e.strerror}") from None
 
-    n_runs = 4 * len(study.seeds)
-    print(
-        f"microgpt ablate: {study.mode} mode, 4 designs × {len(study.seeds)} seeds = {n_runs} runs "
-        f"of {study.train.steps:,} steps (batch {study.train.batch_size}), up to {jobs} workers, "
-        f"results in {out}",
-        flush=True,
-    )
+    print(describe(study, jobs, out), flush=True)
     outcome = run_study(study, out, jobs)
-    summaries = summarize(study, outcome.records)
-    env = environment(study, jobs)
-    tensorfile.write_atomic(
-        out / "results.json", results_json(study, outcome.records, summaries, env)
-    )
-    tensorfile.write_atomic(out / "results.csv", results_csv(study, outcome.records))
-    note = plot_curves(study, outcome.records, out / "loss_curves.png")
+    tasks, records = outcome.tasks, outcome.records
+    summary = summarize(study, tasks, records)
+    env = {**environment(), "jobs": jobs}
+    env["threads_per_run"] = study.tensor.threads if study.tensor else None
+    tensorfile.write_atomic(out / "results.json", results_json(study, tasks, records, summary, env))
+    tensorfile.write_atomic(out / "results.csv", results_csv(study, tasks, records))
+    note = plot_curves(study, tasks, records, out / "loss_curves.png")
+    pictures = ["loss_curves.png"]
+    if study.numeric and not note:
+        plot_scaling(study, summary, out / "scaling.png")
+        pictures.append("scaling.png")
 
     print()
-    print(format_table(study, summaries))
+    print(format_report(study, summary))
     print()
     if note:
         print(note)
-    files = "results.json, results.csv" + ("" if note else ", loss_curves.png")
-    print(f"wrote {files} and the {n_runs} run files to {out}")
+    files = ", ".join(["results.json", "results.csv", *([] if note else pictures)])
+    print(f"wrote {files} and the {len(tasks)} run files to {out}")
     workers = f" ({outcome.workers} worker{'s' if outcome.workers > 1 else ''})"
     print(
         f"done in {time.perf_counter() - start:.1f} s: {outcome.ran} runs trained"
         f"{workers if outcome.ran else ''}, {outcome.reused} reused"
     )
     return 0
-
-
-def environment(study, jobs: int) -> dict:
-    from microgpt import __version__
-    from microgpt.ablate.worker import cpu_model
-
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
-    return {
-        "microgpt": __version__,
-        "python": platform.python_version(),
-        "torch": torch_version,
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "jobs": jobs,
-        "threads_per_run": study.tensor.threads if study.tensor else None,
-    }

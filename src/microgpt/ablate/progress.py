@@ -11,6 +11,8 @@ import sys
 import time
 from typing import TextIO
 
+from microgpt.progress import LiveLine
+
 
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
@@ -24,27 +26,22 @@ class RunsProgress:
         self.reused = reused
         self.steps_to_run = steps_to_run  # training steps of the runs still to do
         self.stream = stream or sys.stdout
-        self.live = self.stream.isatty()
+        self.live = LiveLine(self.stream, 0.2) if self.stream.isatty() else None
         self._start = time.perf_counter()
-        self._last_draw = 0.0
         self._next_quarter = 1
         self._steps = 0
 
     def tick(self, steps_done: int) -> None:
         """Steps done so far by the runs of this invocation; redraws the live line."""
         self._steps = steps_done
-        now = time.perf_counter()
-        if self.live and now - self._last_draw >= 0.2:
-            self._last_draw = now
-            self.stream.write(f"\r{self._line()}\033[K")
-            self.stream.flush()
+        if self.live is not None:
+            self.live.draw(self._line())
 
     def run_done(self, steps_done: int) -> None:
         self.done += 1
         self._steps = steps_done
-        if self.live:
-            self._last_draw = 0.0
-            self.tick(steps_done)
+        if self.live is not None:
+            self.live.draw(self._line(), force=True)
             return
         quarter = 4 * (self.done - self.reused) // max(1, self.total - self.reused)
         if quarter >= self._next_quarter:
@@ -60,6 +57,5 @@ class RunsProgress:
         return line
 
     def close(self) -> None:
-        if self.live:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self.live is not None:
+            self.live.clear()

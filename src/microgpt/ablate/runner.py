@@ -24,7 +24,8 @@ from microgpt.ablate.progress import RunsProgress
 
 @dataclass(frozen=True)
 class Outcome:
-    records: list[dict]  # one per task, in the study's order (design-major)
+    tasks: list[Task]  # in the study's order (level, design, seed)
+    records: list[dict]  # one per task, in the same order
     ran: int
     reused: int
     workers: int
@@ -41,6 +42,44 @@ def load_saved(task: Task) -> dict | None:
     if not isinstance(record.get("losses"), list) or len(record["losses"]) != task.train.steps:
         return None
     return record
+
+
+def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) -> str:
+    """The plan, without training: every run (saved or to do) and a rough time estimate, from
+    `probe_steps` timed steps of the baseline design at each level in this process."""
+    import time
+
+    from microgpt.modes import make_gpt
+    from microgpt.train import lr_at, prepare
+
+    tasks = study.tasks(out_dir)
+    todo = [t for t in tasks if load_saved(t) is None]
+    lines = [f"{'run':<60}  state"]
+    lines += [f"{Path(t.path).stem:<60}  {'to run' if t in todo else 'saved'}" for t in tasks]
+    seconds_per_step = {}
+    worker.set_threads(_threads(study))
+    for task in tasks:
+        if task.level in seconds_per_step or task.design != study.baseline:
+            continue
+        config, prep = prepare(task.input_path, task.model_args, task.train)
+        gpt = make_gpt(task.mode, config, prep.weights, task.train, task.tensor)
+        docs = [
+            prep.tokenizer.encode_document(d) for d in prep.split.train[: task.train.batch_size]
+        ]
+        gpt.train_step(docs, lr_at(0, task.train.steps, task.train.learning_rate))  # warm-up
+        start = time.perf_counter()
+        for _ in range(probe_steps):
+            gpt.train_step(docs, lr_at(0, task.train.steps, task.train.learning_rate))
+        seconds_per_step[task.level] = (time.perf_counter() - start) / probe_steps
+    work = sum(t.train.steps * seconds_per_step[t.level] for t in todo)
+    workers = max(1, min(jobs, len(todo)))
+    lines.append("")
+    lines.append(
+        f"{len(todo)} of {len(tasks)} runs to train; about {work / workers:.0f} s with {workers} "
+        f"worker{'s' if workers > 1 else ''} (from {probe_steps} timed steps of the baseline at "
+        "each level; validation and start-up not included)"
+    )
+    return "\n".join(lines)
 
 
 def run_study(
@@ -83,7 +122,8 @@ def run_study(
         raise
     progress.close()
     ordered = [records[t.path] for t in tasks]
-    return Outcome(ordered, ran=len(missing), reused=len(tasks) - len(missing), workers=workers)
+    reused = len(tasks) - len(missing)
+    return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
 
 
 def _threads(study: Study) -> int | None:

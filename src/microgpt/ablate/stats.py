@@ -1,5 +1,6 @@
-"""Seed statistics, as pure functions: mean, sample standard deviation, and the paired
-t-interval of a difference between two designs run on the same seeds.
+"""Seed statistics, as pure functions: mean, sample standard deviation, the paired t-interval
+of a difference between two designs run on the same seeds, and Holm's adjustment when a report
+makes several such comparisons.
 
 Student's t quantiles are computed, not tabulated: for an integer number of degrees of freedom
 the two-sided probability P(|T| <= t) has a closed form (a finite trigonometric series), and a
@@ -63,13 +64,17 @@ def t_quantile(level: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class Paired:
-    """The mean of `b - a` over pairs, and its t-interval (None with a single pair)."""
+    """The mean of per-seed differences, its t-interval and two-sided p-value (None with a
+    single pair). With several comparisons, `holm` adjusts `level`, `p` and `significant`."""
 
     n: int
     mean_diff: float
     low: float | None
     high: float | None
-    level: float
+    level: float  # the interval's confidence level
+    p: float | None = None  # two-sided p-value of "mean difference = 0" (Holm-adjusted after holm)
+    significant: bool | None = None  # p < alpha (after holm: Holm's step-down decision)
+    std: float | None = None  # sample std of the differences
 
     @property
     def df(self) -> int:
@@ -77,23 +82,63 @@ class Paired:
 
     @property
     def verdict(self) -> str:
-        """Plain words, claiming no more than the interval supports."""
+        """Plain words, claiming no more than the numbers support."""
         if self.low is None or self.high is None:
             return "one seed: no interval, no claim"
-        if self.low <= 0 <= self.high:
-            return "within seed noise (contains 0)"
-        side = "lower" if self.high < 0 else "higher"
-        return f"{side} than the reference (excludes 0)"
+        if not self.significant:
+            return "within seed noise"
+        return "lower" if self.mean_diff < 0 else "higher"
 
 
 def paired_interval(a: list[float], b: list[float], level: float = 0.95) -> Paired:
     """Pairs (a[i], b[i]) share a seed; the interval is mean(d) ± t * std(d) / sqrt(n)."""
     if len(a) != len(b) or not a:
         raise ValueError("paired samples must be non-empty and of equal length")
-    diffs = [y - x for x, y in zip(a, b)]
+    return mean_interval([y - x for x, y in zip(a, b)], level)
+
+
+def mean_interval(diffs: list[float], level: float = 0.95) -> Paired:
+    """The t-interval and p-value of the mean of per-seed differences (or effects)."""
     m = mean(diffs)
     std = sample_std(diffs)
     if std is None:
         return Paired(1, m, None, None, level)
-    half = t_quantile(level, len(diffs) - 1) * std / math.sqrt(len(diffs))
-    return Paired(len(diffs), m, m - half, m + half, level)
+    n, df = len(diffs), len(diffs) - 1
+    se = std / math.sqrt(n)
+    half = t_quantile(level, df) * se
+    p = 0.0 if se == 0 else 1 - t_two_sided(abs(m) / se, df)
+    if se == 0 and m == 0:
+        p = 1.0
+    return Paired(n, m, m - half, m + half, level, p, p < 1 - level, std)
+
+
+def holm(comparisons: list[Paired], alpha: float = 0.05) -> list[Paired]:
+    """Holm's step-down adjustment of a family of comparisons, in the given order.
+
+    Sorted by p-value, the i-th smallest (from 0) is tested at alpha / (m - i), and once one
+    fails, every later one fails too. Each comparison's p-value becomes Holm's adjusted p-value
+    (the running maximum of (m - i) p, capped at 1), its decision Holm's, and its interval the
+    t-interval at the level its test used, 1 - alpha / (m - i). Comparisons without an interval
+    (one seed) are left out of the family and returned as they are."""
+    tested = [i for i, c in enumerate(comparisons) if c.p is not None]
+    m = len(tested)
+    out = list(comparisons)
+    running, rejecting = 0.0, True
+    for rank, i in enumerate(sorted(tested, key=lambda i: comparisons[i].p)):
+        c = comparisons[i]
+        factor = m - rank
+        running = max(running, min(1.0, factor * c.p))
+        rejecting = rejecting and c.p <= alpha / factor
+        level = 1 - alpha / factor
+        half = t_quantile(level, c.df) * c.std / math.sqrt(c.n)
+        out[i] = Paired(
+            c.n,
+            c.mean_diff,
+            c.mean_diff - half,
+            c.mean_diff + half,
+            level,
+            running,
+            rejecting,
+            c.std,
+        )
+    return out

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import signal
-import sys
 import time
 
-from microgpt import __version__, tensorfile
+from microgpt import tensorfile
 from microgpt.ablate.plan import Task
+from microgpt.environment import environment
 from microgpt.errors import UserError
 from microgpt.train import prepare, train
 
@@ -76,12 +74,12 @@ def run(task: Task, on_step=None) -> dict:
             raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
         gpt, result = train(task.mode, config, task.train, prep, task.tensor, on_step=on_step)
     except UserError as e:  # say which run, e.g. which design diverged
-        raise UserError(f"{task.design.label}, seed {task.seed}: {e}") from None
+        raise UserError(f"{task.label}, seed {task.seed}: {e}") from None
     wall = time.perf_counter() - start
     return {
         "settings": task.settings,
-        "tie_lm_head": config.tie_lm_head,
-        "input_rmsnorm": config.input_rmsnorm,
+        "level": task.level.flags(),
+        "switches": task.design.flags(),
         "seed": task.seed,
         "params": config.num_params(),
         "final_loss": result.losses[-1],
@@ -94,7 +92,7 @@ def run(task: Task, on_step=None) -> dict:
         "data_order": data_order(prep.split.train, prep.split.val),
         "model_config": config.to_dict(),
         "train_config": task.train.to_dict(),
-        "environment": environment(task.mode, gpt),
+        "environment": environment(gpt),
         "losses": result.losses,
     }
 
@@ -107,33 +105,3 @@ def data_order(train_docs: list[str], val_docs: list[str]) -> str:
     """A hash of the training documents in step order and of the held-out ones."""
     text = "\n".join(train_docs) + "\0" + "\n".join(val_docs)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def environment(mode: str, gpt=None) -> dict:
-    """Where a run ran: versions, CPU, and in tensor mode torch's threads and device."""
-    env = {
-        "microgpt": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-    }
-    if mode == "tensor" and "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        placement = getattr(gpt, "placement", None)  # where TensorGPT resolved --device
-        device = str(placement.device) if placement is not None else None
-        env.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), device=device)
-        if device and device.startswith("cuda"):
-            env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
