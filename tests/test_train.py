@@ -171,3 +171,28 @@ def test_progress_is_live_on_a_terminal_and_plain_when_piped():
     out = tty.getvalue()
     assert out.startswith("\rstep") and out.endswith("\n") and out.count("\n") == 1
     assert "step 100/100 | loss 2.000000" in out and "ETA" in out
+
+
+@pytest.mark.parametrize(("first", "then"), [("scalar", "scalar"), ("scalar", "tensor")])
+def test_resume_with_more_steps_extends_the_run(tmp_path, capsys, first, then):
+    if then == "tensor":
+        pytest.importorskip("torch")
+    ckpt, log = tmp_path / "c.safetensors", tmp_path / "m.jsonl"
+    common = ["--n-embd", "8", "--n-head", "2", "--num-samples", "0", "--val-docs", "5"]
+    assert main(["train", "--mode", first, "--steps", "5", *common, "--out", str(ckpt)]) == 0
+    five = checkpoint.load(ckpt).losses
+    capsys.readouterr()
+    extra = ["--dtype", "float64"] if then == "tensor" else []
+    argv = ["train", "--mode", then, *extra, "--resume", str(ckpt), "--steps", "8"]
+    assert main([*argv, *common[4:], "--metrics", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "extending the run from 5 to 8 steps" in out
+    extended = checkpoint.load(ckpt)
+    assert extended.step == 8 and extended.train.steps == 8 and extended.losses[:5] == five
+    records = [r for r in map(__import__("json").loads, open(log)) if "lr" in r]
+    assert records[5]["lr"] == pytest.approx(0.01 * (1 - 5 / 8))  # the schedule over 8 steps
+    # a smaller --steps still contradicts the checkpoint
+    assert main([*argv[:-1], "4"]) == 2
+    assert "differs from the checkpoint's 8: drop --steps to resume, give more than 8" in (
+        capsys.readouterr().err
+    )

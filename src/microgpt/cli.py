@@ -10,6 +10,7 @@ import argparse
 import os
 import random
 import sys
+from dataclasses import replace
 
 from microgpt import __version__, checkpoint
 from microgpt.ablate.cli import add_ablate_parser
@@ -18,6 +19,7 @@ from microgpt.errors import UserError
 from microgpt.flags import (
     MODEL_FLAGS,
     Parser,
+    add_config_flag,
     add_mode_flags,
     add_model_flags,
     add_train_flags,
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one model, then print a summary and samples",
         description="Train one model, then print a summary and samples.",
     )
+    add_config_flag(t)
     add_mode_flags(t, "scalar")
     add_train_flags(t)
     add_model_flags(t)
@@ -94,9 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, over the `--config` recipe's values if one is given."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        from microgpt import recipe
+
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        recipe.apply(commands.choices[args.command], args.config)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         return args.run(args)
     except UserError as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
@@ -116,21 +132,26 @@ def resolve_configs(
     args: argparse.Namespace, ckpt: checkpoint.Checkpoint | None
 ) -> tuple[dict, TrainConfig]:
     """The model flags (without vocab_size) and the TrainConfig: the flags given over the
-    defaults, or, on --resume, the checkpoint's, which given flags must not contradict."""
+    defaults, or, on --resume, the checkpoint's, which given flags must not contradict. The
+    one exception: `--steps` beyond the saved run's total extends it (the schedule is then
+    computed over the new total)."""
     model, train = model_args(args), train_args(args)
     if ckpt is None:
         ModelConfig(vocab_size=2, **model)  # validate the flags before reading any data
         return model, TrainConfig(**train)
     saved_model, saved_train = ckpt.model.to_dict(), ckpt.train.to_dict()
+    extend = train.get("steps", ckpt.train.steps) > ckpt.train.steps
     for given, saved in ((model, saved_model), (train, saved_train)):
         for k, v in given.items():
-            if v != saved[k]:
+            if v != saved[k] and not (k == "steps" and extend):
                 flag = "--" + k.replace("_", "-")
+                more = f", give more than {saved[k]} to extend it" if k == "steps" else ""
                 raise UserError(
                     f"{flag} {v} differs from the checkpoint's {saved[k]}: "
-                    f"drop {flag} to resume, or start a new run without --resume"
+                    f"drop {flag} to resume{more}, or start a new run without --resume"
                 )
-    return {k: saved_model[k] for k in MODEL_FLAGS}, ckpt.train
+    tc = replace(ckpt.train, steps=train["steps"]) if extend else ckpt.train
+    return {k: saved_model[k] for k in MODEL_FLAGS}, tc
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -158,7 +179,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"pass --input {ckpt.input_path or '(omit it: the bundled names)'}"
             )
         if ckpt.step >= tc.steps:
-            raise UserError(f"checkpoint {args.resume} has finished all {tc.steps} steps")
+            raise UserError(
+                f"checkpoint {args.resume} has finished all {tc.steps} steps: "
+                "pass a larger --steps to extend it"
+            )
 
     print(
         f"microgpt train: {args.mode} mode{where}, {config.num_params():,} parameters, "
@@ -166,6 +190,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"vocabulary {config.vocab_size}" + (f", resuming at step {ckpt.step}" if ckpt else ""),
         flush=True,
     )
+    if ckpt is not None and tc.steps != ckpt.train.steps:
+        print(
+            f"extending the run from {ckpt.train.steps:,} to {tc.steps:,} steps: the learning-rate "
+            f"schedule is recomputed over {tc.steps:,} steps from step {ckpt.step + 1} on"
+        )
     metrics = MetricsWriter(args.metrics) if args.metrics else None
     progress = Progress(tc.steps, every=args.log_every)
     try:

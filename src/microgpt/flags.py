@@ -203,6 +203,15 @@ def add_mode_flags(
     return g
 
 
+def add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="NAME|PATH",
+        help="a recipe: a bundled one by name (names, shakespeare) or a TOML file whose keys "
+        "are flag names; flags given here override it",
+    )
+
+
 # flags to configs ------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from microgpt.errors import UserError
 from microgpt.flags import (
     MODES,
     SIZE_FLAGS,
+    add_config_flag,
     add_model_flags,
     add_train_flags,
     int_at_least,
@@ -44,6 +45,7 @@ def add_ablate_parser(sub) -> None:
         "loss_curves.png to --out; finished runs are saved as they complete and reused when "
         "the same command runs again.",
     )
+    add_config_flag(a)
     g = a.add_argument_group("what varies")
     g.add_argument(
         "--vary",
