@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from microgpt.ablate.plan import DEFAULT_VARY, designs_of, parse_vary
+from microgpt.ablate.plan import designs_of, parse_vary
 from microgpt.ablate.progress import RunsProgress
 from microgpt.cli import build_parser, main
-from microgpt.config import SWITCHES
+from microgpt.config import DEFAULT_VARY, SWITCHES
 
 DESIGNS, REFERENCE = designs_of(parse_vary(list(DEFAULT_VARY)), "full")
 

@@ -21,7 +21,7 @@ from microgpt.errors import UserError
 from microgpt.init import Matrix
 
 FORMAT = "microgpt-checkpoint"
-VERSION = 2  # 2: the model config names every design switch; 1: only tie_lm_head, input_rmsnorm
+VERSION = 2  # 2: the model config names every design switch; 1: only the first two
 READS = ("1", "2")  # a version-1 checkpoint's missing switches take their reference values
 MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key: name prefix

@@ -187,6 +187,7 @@ SWITCHES: dict[str, Switch] = {
     if "switch" in f.metadata
 }
 REFERENCE_DESIGN = {name: s.reference for name, s in SWITCHES.items()}
+DEFAULT_VARY = ("tie_lm_head", "input_rmsnorm")  # what `ablate` varies by default: the seed's 2 × 2
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`microgpt ablate`: the four designs (tie_lm_head × input_rmsnorm) on the same seeds.
+"""`microgpt ablate`: designs × numeric levels × seeds, compared paired by seed.
 
 `plan` (designs, settings, tasks) → `runner` (reuse saved runs, run the rest in `worker`
 processes, `progress`) → `report` (`stats`: table, JSON, CSV) and `plot`; `cli` wires the flags.

@@ -2,7 +2,7 @@
 
 Each (level, design, seed) run is `microgpt train` with those settings; seed s gives every
 design the same train/validation split and data order. `--vary` picks what varies (default: the
-seed's four designs, tie_lm_head × input_rmsnorm). Finished runs are saved one by one in --out,
+seed's four designs, `config.DEFAULT_VARY`). Finished runs are saved one by one in --out,
 whose default name is derived from the settings, so running the same command again resumes.
 """
 
@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import DEFAULT_VARY, ModelConfig, TrainConfig
 from microgpt.environment import environment
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -40,8 +40,8 @@ def add_ablate_parser(sub) -> None:
         description="Train every design of a study on the same seeds, data split and data "
         "order; print a table of losses and speed with the seed spread, and each design's "
         "validation loss against the baseline (the varied switches at their reference values) "
-        "with paired t-intervals, Holm-adjusted when there are several. Default: the four "
-        "designs tie_lm_head × input_rmsnorm. Writes results.json, results.csv and "
+        "with paired t-intervals, Holm-adjusted when there are several. Default: the seed's "
+        f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv and "
         "loss_curves.png to --out; finished runs are saved as they complete and reused when "
         "the same command runs again.",
     )
@@ -53,7 +53,7 @@ def add_ablate_parser(sub) -> None:
         metavar="NAME[=V1,V2,...]",
         help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
         "n_embd, n_head, block_size, steps, learning_rate, batch_size: list required); "
-        "repeatable (default: --vary tie_lm_head --vary input_rmsnorm)",
+        f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
     )
     g.add_argument(
         "--plan",
@@ -129,7 +129,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
-    from microgpt.ablate.plan import DEFAULT_VARY, Study, levels_of, parse_vary, versions
+    from microgpt.ablate.plan import Study, levels_of, parse_vary, versions
     from microgpt.data import Tokenizer, read_documents
     from microgpt.train import fingerprint
 

@@ -31,7 +31,6 @@ PLANS = ("full", "one-at-a-time")
 MODEL_LEVELS = ("n_layer", "n_embd", "n_head", "block_size")
 TRAIN_LEVELS = ("steps", "learning_rate", "batch_size")
 NUMERIC = MODEL_LEVELS + TRAIN_LEVELS  # the numeric settings --vary accepts (a list is required)
-DEFAULT_VARY = ("tie_lm_head", "input_rmsnorm")  # the seed's four designs
 
 
 # what varies ------------------------------------------------------------------------------------
