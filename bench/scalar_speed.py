@@ -1,4 +1,4 @@
-"""Scalar mode against the reference's naive graph, side by side in one process.
+"""Scalar mode against the reference's naive graph (tests/naive_gpt.py), side by side.
 
 Each repeat trains both from the same seed on the same documents for --steps steps (the
 reference's defaults: names, 1 layer, n_embd 16, batch 1), timing the training steps only,
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from naive_reference import NaiveGPT  # noqa: E402
+from naive_gpt import NaiveRun  # noqa: E402
 
 from microgpt.config import TrainConfig  # noqa: E402
 from microgpt.data import read_documents  # noqa: E402
@@ -28,7 +28,7 @@ from microgpt.train import lr_at, prepare  # noqa: E402
 
 
 def time_naive(docs, steps):
-    model = NaiveGPT(docs, seed=42)
+    model = NaiveRun(docs, seed=42)
     start = time.perf_counter()
     losses = [model.train_step(s, 1000) for s in range(steps)]
     return time.perf_counter() - start, losses

@@ -12,8 +12,13 @@ Three scenarios, each run as fresh processes that alternate between the anchor a
 Both sides time their training steps only (from the first step, after building the model) on
 the same shuffled names. The last line printed is the whole result as JSON.
 
+The design switches of `microgpt.config` are flags here too (`--qk-norm`, `--position rope`...,
+see --help): they change tensor and scalar mode's model; the anchor always runs the reference.
+
     python bench/tensor_speed.py                       # all three, 3 repeats
     python bench/tensor_speed.py --scenarios batch1 --repeats 5
+    python bench/tensor_speed.py --scenarios batch1 --final-rmsnorm --mlp-activation gelu \
+        --qk-norm --position rope                      # every new switch on
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+
+from microgpt.config import SWITCHES
+from microgpt.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ANCHOR = ROOT / ".." / "shared" / "bench" / "naive_torch_anchor.py"
@@ -52,7 +60,7 @@ def worker_model(a) -> dict:
     from microgpt.train import lr_at, prepare
 
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size)
-    model_args = dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head)
+    model_args = dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, **design_of(a))
     config, prep = prepare(None, model_args, tc)
     options = None
     if a.worker == "tensor":
@@ -96,6 +104,44 @@ def worker_matmul(a) -> dict:
     return {"flops_per_s": 2 * n**3 / best}
 
 
+# design switches: flags derived from the config's declarations ------------------------------------
+
+
+def add_switch_flags(ap: argparse.ArgumentParser) -> None:
+    for s in SWITCHES.values():
+        if s.boolean:
+            ap.add_argument(s.flag, action=argparse.BooleanOptionalAction, help=s.help)
+        else:
+            ap.add_argument(s.flag, type=_parser(s), metavar="VALUE", help=s.help)
+
+
+def _parser(s):
+    def parse(text: str) -> object:
+        try:
+            return s.parse(text)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def design_of(a: argparse.Namespace) -> dict:
+    """The switches given on the command line, `name: value` (the others stay at reference)."""
+    return {name: getattr(a, name) for name in SWITCHES if getattr(a, name) is not None}
+
+
+def switch_flags(design: dict) -> list[str]:
+    """`design` back as command-line flags, for the workers."""
+    out = []
+    for name, value in design.items():
+        s = SWITCHES[name]
+        if s.boolean:
+            out.append(s.flag if value else "--no-" + s.flag[2:])
+        else:
+            out += [s.flag, str(value)]
+    return out
+
+
 # the driver ---------------------------------------------------------------------------------------
 
 
@@ -106,11 +152,11 @@ def run_json(cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def worker_cmd(kind: str, s: dict, steps: int, compile_: bool = False) -> list[str]:
+def worker_cmd(kind: str, s: dict, steps: int, design: dict, compile_: bool = False) -> list[str]:
     cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
     for key in ("batch_size", "threads", "n_layer", "n_embd", "n_head"):
         cmd += [f"--{key.replace('_', '-')}", str(s[key])]
-    return cmd + (["--compile"] if compile_ else [])
+    return cmd + switch_flags(design) + (["--compile"] if compile_ else [])
 
 
 def anchor_cmd(anchor: Path, names: Path, s: dict, steps: int) -> list[str]:
@@ -132,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count")
     ap.add_argument("--compile", action="store_true", help="also time tensor mode compiled")
     ap.add_argument("--no-scalar", action="store_true", help="skip scalar mode in batch1")
+    add_switch_flags(ap)
     # worker mode (internal)
     ap.add_argument("--worker", choices=["tensor", "scalar", "matmul"], help=argparse.SUPPRESS)
     for key in ("steps", "batch-size", "threads", "n-layer", "n-embd", "n-head"):
@@ -158,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cores": os.cpu_count(),
             },
             "anchor": str(anchor),
+            "design": design_of(a),  # tensor and scalar mode's; the anchor runs the reference
             "repeats": a.repeats,
             "scenarios": {},
         }
@@ -170,14 +218,15 @@ def main(argv: list[str] | None = None) -> None:
             runs = {"anchor": [], "tensor": [], "scalar": [], "compiled": [], "matmul": []}
             for _ in range(a.repeats):
                 runs["anchor"].append(run_json(anchor_cmd(anchor, names, s, steps)))
-                runs["tensor"].append(run_json(worker_cmd("tensor", s, steps)))
+                design = design_of(a)
+                runs["tensor"].append(run_json(worker_cmd("tensor", s, steps, design)))
                 if a.compile:
-                    runs["compiled"].append(run_json(worker_cmd("tensor", s, steps, True)))
+                    runs["compiled"].append(run_json(worker_cmd("tensor", s, steps, design, True)))
                 if name == "batch1" and not a.no_scalar:
                     scalar_steps = max(2, round(SCALAR_STEPS * a.steps_scale))
-                    runs["scalar"].append(run_json(worker_cmd("scalar", s, scalar_steps)))
+                    runs["scalar"].append(run_json(worker_cmd("scalar", s, scalar_steps, design)))
                 if name == "medium":
-                    runs["matmul"].append(run_json(worker_cmd("matmul", s, 1)))
+                    runs["matmul"].append(run_json(worker_cmd("matmul", s, 1, {})))
             result["scenarios"][name] = summarize(name, s, steps, runs)
             report(name, result["scenarios"][name])
     print(json.dumps(result))

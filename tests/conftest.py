@@ -9,7 +9,7 @@ settings.register_profile("microgpt", deadline=None)
 settings.load_profile("microgpt")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))  # the naive reference baseline lives there
+sys.path.insert(0, str(ROOT / "tests"))  # the naive model (naive_gpt.py) lives here
 
 
 @pytest.fixture

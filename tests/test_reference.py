@@ -1,10 +1,9 @@
 """Scalar mode against the reference: the known figures of REFERENCE.md and, step by step,
-the naive one-node-per-op baseline (bench/naive_reference.py) written from its facts."""
-
-import itertools
+the naive one-node-per-op model (tests/naive_gpt.py) written from its facts, in every design."""
 
 import pytest
-from naive_reference import NaiveGPT
+from designs import DESIGNS
+from naive_gpt import NaiveRun
 
 from microgpt.cli import main
 from microgpt.config import TrainConfig
@@ -14,14 +13,13 @@ from microgpt.train import lr_at, prepare
 
 KNOWN = {1: "3.365967", 2: "3.424273", 3: "3.177802", 1000: "2.649694"}
 KNOWN_SAMPLES = ["kamon", "ann", "karai"]
-DESIGNS = list(itertools.product([False, True], [True, False]))  # (tie_lm_head, input_rmsnorm)
 
 
 def run_both(docs, steps, **model):
     """Per-step losses of the naive baseline and of scalar mode, same seed and data."""
     tc = TrainConfig(steps=steps, seed=7, val_fraction=0.0)
     config, prep = prepare(None, model, tc)
-    naive = NaiveGPT(docs, seed=7, **model)
+    naive = NaiveRun(docs, seed=7, **model)
     ours = ScalarGPT(config, prep.weights, tc)
     assert [[p.data for p in naive.params]] == [[p.data for p in ours.params]]
     enc = prep.tokenizer.encode_document
@@ -33,15 +31,15 @@ def run_both(docs, steps, **model):
     return naive, ours, naive_losses, our_losses
 
 
-@pytest.mark.parametrize(("tie", "norm"), DESIGNS)
-def test_scalar_mode_follows_the_naive_graph(tie, norm):
+@pytest.mark.parametrize("design", DESIGNS.values(), ids=DESIGNS.keys())
+def test_scalar_mode_follows_the_naive_graph(design):
     from microgpt.data import read_documents
 
     docs = read_documents()
     naive, ours, naive_losses, our_losses = run_both(
-        docs, 4, tie_lm_head=tie, input_rmsnorm=norm, n_layer=2, n_embd=8, n_head=2
+        docs, 4, n_layer=2, n_embd=8, n_head=2, **design
     )
-    assert our_losses[0] == naive_losses[0]  # the same forward floats
+    assert our_losses[0] == naive_losses[0]  # the same forward floats, in every design
     assert our_losses == pytest.approx(naive_losses, rel=1e-12)
     assert [p.data for p in ours.params] == pytest.approx([p.data for p in naive.params], rel=1e-9)
 
@@ -61,7 +59,7 @@ def naive_reference_run():
     """The naive baseline's 1000 losses and 20 samples (about 90 s)."""
     from microgpt.data import read_documents
 
-    naive = NaiveGPT(read_documents(), seed=42)
+    naive = NaiveRun(read_documents(), seed=42)
     losses = [naive.train_step(s, 1000) for s in range(1000)]
     return losses, [naive.sample() for _ in range(20)]
 

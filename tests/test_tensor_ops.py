@@ -160,11 +160,131 @@ def test_cross_entropy_finite_differences():
     assert torch.autograd.gradcheck(op, (leaf(3, 4),))
 
 
-def test_relu_backward():
-    pre = leaf(4, 6)
+# the MLP's activations ---------------------------------------------------------------------------
+
+
+def gelu_tanh_reference(x):
+    """GPT-2's GELU written out: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))."""
+    return 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+
+
+ACTIVATION_REFERENCES = {
+    "relu": torch.relu,
+    "relu2": lambda x: torch.relu(x) ** 2,
+    "gelu": gelu_tanh_reference,
+}
+
+
+def activation_op(name):
+    forward, backward = ops.ACTIVATIONS[name]
+
+    def fwd(x):
+        y, saved = forward(x.clone())  # relu and relu2 work in place
+        return y, (saved,)
+
+    return as_function(fwd, lambda dy, x, saved: (backward(dy, saved),))
+
+
+def test_every_activation_is_tested():
+    from microgpt.config import SWITCHES
+
+    assert (
+        set(ops.ACTIVATIONS) == set(ACTIVATION_REFERENCES) == set(SWITCHES["mlp_activation"].values)
+    )
+
+
+@pytest.mark.parametrize("name", ACTIVATION_REFERENCES)
+def test_activation_matches_autograd(name):
+    x = leaf(4, 6) * 2
     dy = torch.randn(4, 6, dtype=F64)
-    (want,) = torch.autograd.grad(torch.relu(pre), pre, dy)
-    torch.testing.assert_close(ops.relu_backward(dy, torch.relu(pre.detach())), want)
+    want_y = ACTIVATION_REFERENCES[name](x)
+    (want,) = torch.autograd.grad(want_y, x, dy)
+    forward, backward = ops.ACTIVATIONS[name]
+    y, saved = forward(x.detach().clone())
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(backward(dy, saved), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ACTIVATION_REFERENCES)
+def test_activation_finite_differences(name):
+    x = leaf(4, 6, seed=3)
+    with torch.no_grad():  # keep away from relu's kink, where there is no derivative
+        x[x.abs() < 1e-3] = 0.5
+    assert torch.autograd.gradcheck(activation_op(name), (x,))
+
+
+def test_gelu_is_torch_tanh_form():
+    x = torch.linspace(-5, 5, 101, dtype=F64)
+    want = torch.nn.functional.gelu(x, approximate="tanh")
+    torch.testing.assert_close(gelu_tanh_reference(x), want, rtol=1e-14, atol=1e-15)
+
+
+# RoPE -------------------------------------------------------------------------------------------
+
+
+def rope_reference(x, positions, base=10000.0):
+    """Pairs (x[i], x[i + D/2]) as complex numbers, times exp(i pos base^(-2i/D)). x (..., N, D)."""
+    D = x.shape[-1]
+    theta = positions[:, None].to(F64) * base ** (-torch.arange(0, D, 2, dtype=F64) / D)
+    z = torch.complex(x[..., : D // 2], x[..., D // 2 :]) * torch.polar(
+        torch.ones_like(theta), theta
+    )
+    return torch.cat((z.real, z.imag), -1)
+
+
+def rope_op(positions, D):
+    cos, sin = ops.rope_tables(D, 16, F64, torch.device("cpu"))
+    cos, sin = cos[positions], sin[positions]
+    return as_function(
+        lambda x: (ops.rope(x, cos, sin), ()),
+        lambda dy, x: (ops.rope_backward(dy, cos, sin),),
+    )
+
+
+def test_rope_matches_autograd():
+    positions = torch.tensor([0, 1, 2, 3, 0, 1, 2, 0, 5, 15])  # packed: documents restart at 0
+    x = leaf(3, 10, 6)  # (heads, N, D)
+    dy = torch.randn(3, 10, 6, dtype=F64)
+    want_y = rope_reference(x, positions)
+    (want,) = torch.autograd.grad(want_y, x, dy)
+    cos, sin = ops.rope_tables(6, 16, F64, torch.device("cpu"))
+    y = ops.rope(x.detach(), cos[positions], sin[positions])
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(y[:, [0, 4, 7]], x.detach()[:, [0, 4, 7]], rtol=0, atol=0)  # pos 0
+    got = ops.rope_backward(dy, cos[positions], sin[positions])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    # a rotation keeps lengths, and the backward undoes the forward
+    torch.testing.assert_close(y.norm(dim=-1), x.detach().norm(dim=-1), rtol=1e-13, atol=0)
+    back = ops.rope_backward(y, cos[positions], sin[positions])
+    torch.testing.assert_close(back, x.detach(), rtol=1e-13, atol=1e-15)
+
+
+def test_rope_finite_differences():
+    positions = torch.tensor([0, 3, 1, 7])
+    assert torch.autograd.gradcheck(rope_op(positions, 4), (leaf(2, 4, 4, seed=9),))
+
+
+def test_rope_tables_match_scalar_mode():
+    from microgpt.rope import rope_tables
+
+    cos, sin = ops.rope_tables(6, 5, F64, torch.device("cpu"))
+    want_cos, want_sin = rope_tables(6, 5)
+    assert cos.tolist() == [row + row for row in want_cos]
+    assert sin.tolist() == [[-s for s in row] + row for row in want_sin]
+
+
+# qk-norm: the rmsnorm op over each head's D channels ---------------------------------------------
+
+
+def test_rmsnorm_per_head_matches_autograd():
+    x = leaf(2 * 3, 5, 4)  # (2H, N, D): queries and keys of 3 heads
+    dy = torch.randn(2 * 3, 5, 4, dtype=F64)
+    (want,) = torch.autograd.grad(rmsnorm_reference(x), x, dy)
+    y, rstd = ops.rmsnorm(x.detach(), EPS)
+    assert rstd.shape == (6, 5, 1)
+    torch.testing.assert_close(y, rmsnorm_reference(x).detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(ops.rmsnorm_backward(dy, y, rstd), want, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(rmsnorm_op, (leaf(2, 3, 4, seed=2),))
 
 
 # Adam ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ forward pass. `backward()` walks the graph once in reverse topological order and
 chain rule: child.grad += local_grad * node.grad. A `Tape` gives that order for free when the
 graph is built inside a `with` block, which is how the model trains.
 
-The elementary ops are +, *, ** (by a constant), exp, log and relu; -, / and the reflected
+The elementary ops are +, *, ** (by a constant), exp, log, tanh and relu; -, / and the reflected
 forms are built from them. Fused ops make the model fast without changing its numbers: `dot`
 and `vsum` (one node for a whole sum instead of one per +), `linear` (a `dot` per row of a
 matrix) and `cross_entropy` (one node for -log softmax(logits)[target], whose local gradients
@@ -64,6 +64,10 @@ class Value:
 
     def log(self) -> Value:
         return Value(math.log(self.data), (self,), (1.0 / self.data,))
+
+    def tanh(self) -> Value:
+        t = math.tanh(self.data)
+        return Value(t, (self,), (1.0 - t * t,))
 
     def relu(self) -> Value:
         return Value(max(0.0, self.data), (self,), (float(self.data > 0),))

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.data import training_pairs
 from microgpt.init import Matrix
+from microgpt.rope import rope_tables
 from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, linear, vsum
 
 
@@ -28,6 +29,43 @@ def softmax(logits: list[Value]) -> list[Value]:
     exps = [(v - m).exp() for v in logits]
     total = vsum(exps)
     return [e / total for e in exps]
+
+
+# the MLP's activation (`mlp_activation`), elementwise over the hidden units ----------------------
+
+GELU_C = math.sqrt(2 / math.pi)
+
+
+def relu(x: list[Value]) -> list[Value]:
+    return [h.relu() for h in x]
+
+
+def relu2(x: list[Value]) -> list[Value]:
+    """Squared ReLU: relu(h)²."""
+    return [h.relu() ** 2 for h in x]
+
+
+def gelu(x: list[Value]) -> list[Value]:
+    """GELU, tanh form (GPT-2's): 0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h³)))."""
+    return [0.5 * h * (1 + (GELU_C * (h + 0.044715 * h**3)).tanh()) for h in x]
+
+
+ACTIVATIONS = {"relu": relu, "relu2": relu2, "gelu": gelu}
+
+
+def rotate(x: list[Value], cos: list[float], sin: list[float]) -> list[Value]:
+    """RoPE on one head's D channels: pair (x[i], x[i + D/2]) turned by angle theta_i
+    (`microgpt.rope`); cos and sin hold cos(theta_i), sin(theta_i) at this position (D/2)."""
+    half = len(x) // 2
+    x1, x2 = x[:half], x[half:]
+    return [a * c - b * s for a, b, c, s in zip(x1, x2, cos, sin)] + [
+        a * s + b * c for a, b, c, s in zip(x1, x2, cos, sin)
+    ]
+
+
+def per_head(f, x: list[Value], hd: int, *args) -> list[Value]:
+    """f applied to each head's slice of hd channels, heads side by side again."""
+    return [y for h in range(0, len(x), hd) for y in f(x[h : h + hd], *args)]
 
 
 @contextmanager
@@ -57,38 +95,56 @@ class ScalarGPT:
         self.adam_m = [0.0] * len(self.params)  # Adam's moments, one per parameter, same order
         self.adam_v = [0.0] * len(self.params)
         self.step = 0  # Adam updates done so far
+        self.activation = ACTIVATIONS[config.mlp_activation]  # the one read of mlp_activation
+        self.rope = None  # (cos, sin), each (block_size, head_dim / 2), with RoPE
+        if config.position == "rope":  # the one read of position
+            self.rope = rope_tables(config.head_dim, config.block_size)
 
     # forward -----------------------------------------------------------------------------------
 
     def forward(self, token: int, pos: int, keys: list, values: list) -> list[Value]:
         """Logits for the next token after `token` at `pos`; appends to the key/value cache."""
         c, w = self.config, self.weights
-        hd = c.head_dim
-        x = [t + p for t, p in zip(w["wte"][token], w["wpe"][pos])]
+        x = w["wte"][token]
+        if self.rope is None:  # learned positions: add wpe (RoPE turns q and k instead)
+            x = [t + p for t, p in zip(x, w["wpe"][pos])]
         if c.input_rmsnorm:
             x = rmsnorm(x)
         for i in range(c.n_layer):
-            # attention: pre-norm, one head at a time over every cached position
-            x_residual = x
+            x = self.attention(i, x, pos, keys[i], values[i])
+            x = self.mlp(i, x)
+        if c.final_rmsnorm:
             x = rmsnorm(x)
-            q = linear(x, w[f"layer{i}.attn_wq"])
-            keys[i].append(linear(x, w[f"layer{i}.attn_wk"]))
-            values[i].append(linear(x, w[f"layer{i}.attn_wv"]))
-            x_attn = []
-            for h in range(0, c.n_embd, hd):
-                q_h = q[h : h + hd]
-                scores = [dot(q_h, k[h : h + hd]) / hd**0.5 for k in keys[i]]
-                attn = softmax(scores)
-                x_attn += [dot(attn, [v[j] for v in values[i]]) for j in range(h, h + hd)]
-            x = linear(x_attn, w[f"layer{i}.attn_wo"])
-            x = [a + b for a, b in zip(x, x_residual)]
-            # MLP: pre-norm, ReLU
-            x_residual = x
-            x = rmsnorm(x)
-            x = [h.relu() for h in linear(x, w[f"layer{i}.mlp_fc1"])]
-            x = linear(x, w[f"layer{i}.mlp_fc2"])
-            x = [a + b for a, b in zip(x, x_residual)]
         return linear(x, w["wte"] if c.tie_lm_head else w["lm_head"])
+
+    def attention(self, i: int, x: list[Value], pos: int, keys: list, values: list) -> list:
+        """x + attn_wo · heads(rmsnorm(x)), each head over every cached position."""
+        c, w, hd = self.config, self.weights, self.config.head_dim
+        x_norm = rmsnorm(x)
+        q = linear(x_norm, w[f"layer{i}.attn_wq"])
+        k = linear(x_norm, w[f"layer{i}.attn_wk"])
+        if c.qk_norm:
+            q, k = per_head(rmsnorm, q, hd), per_head(rmsnorm, k, hd)
+        if self.rope is not None:
+            cos, sin = self.rope[0][pos], self.rope[1][pos]
+            q, k = per_head(rotate, q, hd, cos, sin), per_head(rotate, k, hd, cos, sin)
+        keys.append(k)
+        values.append(linear(x_norm, w[f"layer{i}.attn_wv"]))
+        x_attn = []
+        for h in range(0, c.n_embd, hd):
+            q_h = q[h : h + hd]
+            scores = [dot(q_h, k[h : h + hd]) / hd**0.5 for k in keys]
+            attn = softmax(scores)
+            x_attn += [dot(attn, [v[j] for v in values]) for j in range(h, h + hd)]
+        x_out = linear(x_attn, w[f"layer{i}.attn_wo"])
+        return [a + b for a, b in zip(x_out, x)]
+
+    def mlp(self, i: int, x: list[Value]) -> list[Value]:
+        """x + mlp_fc2 · activation(mlp_fc1 · rmsnorm(x))."""
+        w = self.weights
+        hidden = self.activation(linear(rmsnorm(x), w[f"layer{i}.mlp_fc1"]))
+        x_out = linear(hidden, w[f"layer{i}.mlp_fc2"])
+        return [a + b for a, b in zip(x_out, x)]
 
     def document_loss(self, tokens: list[int]) -> Value:
         """Mean over the document's positions of -log p(next token)."""

@@ -35,14 +35,17 @@ from microgpt.config import ModelConfig, TensorOptions, TrainConfig
 from microgpt.init import Matrix
 from microgpt.tensor.device import resolve
 from microgpt.tensor.ops import (
+    ACTIVATIONS,
     RMS_EPS,
     attention,
     attention_backward,
     cross_entropy,
     cross_entropy_with_grad,
-    relu_backward,
     rmsnorm,
     rmsnorm_backward,
+    rope,
+    rope_backward,
+    rope_tables,
 )
 from microgpt.tensor.optim import FlatAdam
 from microgpt.tensor.packing import Batch, Packer
@@ -52,11 +55,39 @@ EVAL_CHUNK = 1024  # documents per forward pass in eval_loss
 
 
 @dataclass
+class AttentionActs:
+    """What one attention block's backward needs. H heads x R rows x W positions (N = R * W),
+    D channels a head (C = H * D)."""
+
+    x_norm: Tensor  # (N, C) rmsnorm of the block's input
+    rstd: Tensor  # (N, 1) its 1 / rms
+    q: Tensor  # (H * R, W, D) queries as attention used them (after qk-norm and RoPE)
+    k: Tensor  # (H * R, W, D) keys, the same
+    v: Tensor  # (H * R, W, D) values
+    att: Tensor  # (H * R, W, W) attention weights
+    y: Tensor  # (N, C) the heads side by side, the input of attn_wo
+    qk_norm: tuple[Tensor, Tensor] | None  # q and k normed (2H, N, D), rstd (2H, N, 1); if on
+
+
+@dataclass
+class MLPActs:
+    """What one MLP block's backward needs."""
+
+    x_norm: Tensor  # (N, C) rmsnorm of the block's input
+    rstd: Tensor  # (N, 1)
+    hidden: Tensor  # (N, 4C) the activation's output, the input of mlp_fc2
+    saved: Tensor  # (N, 4C) what the activation's backward needs (its output or input)
+
+
+@dataclass
 class Activations:
     """What the backward needs from one forward pass."""
 
     input_rmsnorm: tuple[Tensor, Tensor] | None = None  # (output, rstd) when the switch is on
-    layers: list[tuple[Tensor, ...]] = field(default_factory=list)
+    attention: list[AttentionActs] = field(default_factory=list)  # per layer
+    mlp: list[MLPActs] = field(default_factory=list)  # per layer
+    final_rmsnorm: tuple[Tensor, Tensor] | None = None  # (output, rstd) when the switch is on
+    rope: tuple[Tensor, Tensor] | None = None  # RoPE's cos, sin at each position (N, D), if on
     x: Tensor | None = None  # final hidden state (N, C), the input of the head
 
 
@@ -116,6 +147,11 @@ class TensorGPT:
         eps = torch.tensor(RMS_EPS, dtype=p.compute_dtype, device=p.device)
         self._views = make_views(self.layout, self._compute_flat, self.grad, eps)
         self.head = "wte" if config.tie_lm_head else "lm_head"  # the one read of tie_lm_head
+        # the one read of mlp_activation: a (forward, backward) pair of `ops`
+        self.activation, self.activation_backward = ACTIVATIONS[config.mlp_activation]
+        self.rope = None  # RoPE's (cos, signed sin) tables (block_size, head_dim), if on
+        if config.position == "rope":  # the one read of position
+            self.rope = rope_tables(config.head_dim, config.block_size, p.compute_dtype, p.device)
         self.packer = Packer(config.block_size, p.device, p.compute_dtype, p.loss_dtype)
         self.step = 0  # Adam updates done so far
         self._compiled = _compile_step(self) if options.compile else None
@@ -128,34 +164,65 @@ class TensorGPT:
 
     def _forward(self, batch: Batch, v: Views, acts: Activations | None) -> Tensor:
         """Final hidden state (N, C) of every packed position; fills `acts` when given."""
-        c, w, w_t, eps = self.config, v.w, v.w_t, v.eps
-        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
-        N, C = R * W, c.n_embd
-        x = w["wte"][batch.tokens] + w["wpe"][batch.positions]  # (N, C)
+        c, w = self.config, v.w
+        x = w["wte"][batch.tokens]  # (N, C)
+        cos_sin = None  # RoPE's cos, sin at each position (N, D), shared by every layer
+        if self.rope is None:  # learned positions
+            x = x + w["wpe"][batch.positions]
+        else:
+            cos_sin = (self.rope[0][batch.positions], self.rope[1][batch.positions])
+            if acts is not None:
+                acts.rope = cos_sin
         if c.input_rmsnorm:
-            x, rstd = rmsnorm(x, eps)
+            x, rstd = rmsnorm(x, v.eps)
             if acts is not None:
                 acts.input_rmsnorm = (x, rstd)
         for i in range(c.n_layer):
-            # attention: pre-norm; q, k, v from one matmul with [attn_wq; attn_wk; attn_wv]
-            x_residual = x
-            x_norm1, rstd1 = rmsnorm(x, eps)
-            qkv = x_norm1 @ w_t[f"layer{i}.attn_wqkv"]  # (N, 3C) = (N, 3H, D)
-            qkv = qkv.view(N, 3 * H, D).transpose(0, 1).contiguous()  # (3H, N, D)
-            q, k, val = qkv.view(3, H * R, W, D)  # head-major: one sequence per head and row
-            y, att = attention(q, k, val, batch.mask)  # (H * R, W, D)
-            x_attn = y.view(H, N, D).transpose(0, 1).reshape(N, C)  # heads side by side
-            x = torch.addmm(x_residual, x_attn, w_t[f"layer{i}.attn_wo"])
-            # MLP: pre-norm, ReLU
-            x_residual = x
-            x_norm2, rstd2 = rmsnorm(x, eps)
-            hidden = torch.relu_(x_norm2 @ w_t[f"layer{i}.mlp_fc1"])  # (N, 4C)
-            x = torch.addmm(x_residual, hidden, w_t[f"layer{i}.mlp_fc2"])
+            x, attention_acts = self._attention(i, x, batch, v, cos_sin)
+            x, mlp_acts = self._mlp(i, x, v)
             if acts is not None:
-                acts.layers.append((x_norm1, rstd1, q, k, val, att, x_attn, x_norm2, rstd2, hidden))
+                acts.attention.append(attention_acts)
+                acts.mlp.append(mlp_acts)
+        if c.final_rmsnorm:
+            x, rstd = rmsnorm(x, v.eps)
+            if acts is not None:
+                acts.final_rmsnorm = (x, rstd)
         if acts is not None:
             acts.x = x
         return x
+
+    def _attention(
+        self, i: int, x: Tensor, batch: Batch, v: Views, cos_sin: tuple | None
+    ) -> tuple[Tensor, AttentionActs]:
+        """x + attention(rmsnorm(x)) @ attn_wo.T, (N, C) -> (N, C)."""
+        c, w_t = self.config, v.w_t
+        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
+        N, C = R * W, c.n_embd
+        x_norm, rstd = rmsnorm(x, v.eps)
+        # q, k, v from one matmul with [attn_wq; attn_wk; attn_wv]
+        qkv = x_norm @ w_t[f"layer{i}.attn_wqkv"]  # (N, 3C) = (N, 3H, D)
+        qkv = qkv.view(N, 3 * H, D).transpose(0, 1).contiguous()  # (3H, N, D)
+        q, k, val = qkv.view(3, H * R, W, D)  # head-major: one sequence per head and row
+        qk_norm = None
+        if c.qk_norm or cos_sin is not None:
+            qk = qkv[: 2 * H]  # (2H, N, D): every head's queries, then keys
+            if c.qk_norm:
+                qk, qk_rstd = rmsnorm(qk, v.eps)  # per head: over its D channels
+                qk_norm = (qk, qk_rstd)
+            if cos_sin is not None:
+                qk = rope(qk, *cos_sin)
+            q, k = qk.view(2, H * R, W, D)
+        y, att = attention(q, k, val, batch.mask)  # (H * R, W, D)
+        y = y.view(H, N, D).transpose(0, 1).reshape(N, C)  # heads side by side
+        x = torch.addmm(x, y, w_t[f"layer{i}.attn_wo"])
+        return x, AttentionActs(x_norm, rstd, q, k, val, att, y, qk_norm)
+
+    def _mlp(self, i: int, x: Tensor, v: Views) -> tuple[Tensor, MLPActs]:
+        """x + activation(rmsnorm(x) @ mlp_fc1.T) @ mlp_fc2.T, (N, C) -> (N, C)."""
+        x_norm, rstd = rmsnorm(x, v.eps)
+        hidden, saved = self.activation(x_norm @ v.w_t[f"layer{i}.mlp_fc1"])  # (N, 4C)
+        x = torch.addmm(x, hidden, v.w_t[f"layer{i}.mlp_fc2"])
+        return x, MLPActs(x_norm, rstd, hidden, saved)
 
     def _logits(self, x: Tensor, v: Views) -> Tensor:
         """(N, C) -> (N, V), in the loss dtype."""
@@ -165,33 +232,52 @@ class TensorGPT:
 
     def _backward(self, batch: Batch, dlogits: Tensor, acts: Activations, v: Views) -> None:
         """Write d loss / d weight of every matrix into `v.grad`, layers in reverse."""
-        c, w, g = self.config, v.w, v.g
-        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
-        N, C = R * W, c.n_embd
+        w, g = v.w, v.g
         v.grad.zero_()
         accumulate(g[self.head], dlogits.T, acts.x)  # (V, C)
         dx = dlogits @ w[self.head]  # (N, C)
-        for i in reversed(range(c.n_layer)):
-            x_norm1, rstd1, q, k, val, att, x_attn, x_norm2, rstd2, hidden = acts.layers[i]
-            # MLP: x = x_residual + relu(rmsnorm(x_residual) @ fc1.T) @ fc2.T
-            accumulate(g[f"layer{i}.mlp_fc2"], dx.T, hidden)  # (C, 4C)
-            dhidden = relu_backward(dx @ w[f"layer{i}.mlp_fc2"], hidden)  # (N, 4C)
-            accumulate(g[f"layer{i}.mlp_fc1"], dhidden.T, x_norm2)  # (4C, C)
-            rmsnorm_backward(dhidden @ w[f"layer{i}.mlp_fc1"], x_norm2, rstd2, dx)
-            # attention: x = x_residual + attention(rmsnorm(x_residual)) @ attn_wo.T
-            accumulate(g[f"layer{i}.attn_wo"], dx.T, x_attn)  # (C, C)
-            dy = (dx @ w[f"layer{i}.attn_wo"]).view(N, H, D).transpose(0, 1)  # (H, N, D)
-            dqkv = attention_backward(
-                dy.reshape(H * R, W, D), q, k, val, att, out=dx.new_empty(3, H * R, W, D)
-            )
-            dqkv = dqkv.view(3 * H, N, D).transpose(0, 1).reshape(N, 3 * C)  # laid out as qkv
-            accumulate(g[f"layer{i}.attn_wqkv"], dqkv.T, x_norm1)  # (3C, C)
-            rmsnorm_backward(dqkv @ w[f"layer{i}.attn_wqkv"], x_norm1, rstd1, dx)
+        if acts.final_rmsnorm is not None:
+            dx = rmsnorm_backward(dx, *acts.final_rmsnorm)
+        for i in reversed(range(self.config.n_layer)):
+            self._mlp_backward(i, dx, acts.mlp[i], v)
+            self._attention_backward(i, dx, batch, acts.attention[i], v, acts.rope)
         if acts.input_rmsnorm is not None:
             dx = rmsnorm_backward(dx, *acts.input_rmsnorm)
         dx = dx.to(v.grad.dtype)
         g["wte"].index_add_(0, batch.tokens, dx)
-        g["wpe"].index_add_(0, batch.positions, dx)
+        if self.rope is None:
+            g["wpe"].index_add_(0, batch.positions, dx)
+
+    def _mlp_backward(self, i: int, dx: Tensor, a: MLPActs, v: Views) -> None:
+        """The MLP block's weight gradients; adds its input's gradient into dx (N, C)."""
+        w, g = v.w, v.g
+        accumulate(g[f"layer{i}.mlp_fc2"], dx.T, a.hidden)  # (C, 4C)
+        dpre = self.activation_backward(dx @ w[f"layer{i}.mlp_fc2"], a.saved)  # (N, 4C)
+        accumulate(g[f"layer{i}.mlp_fc1"], dpre.T, a.x_norm)  # (4C, C)
+        rmsnorm_backward(dpre @ w[f"layer{i}.mlp_fc1"], a.x_norm, a.rstd, dx)
+
+    def _attention_backward(
+        self, i: int, dx: Tensor, batch: Batch, a: AttentionActs, v: Views, cos_sin: tuple | None
+    ) -> None:
+        """The attention block's weight gradients; adds its input's gradient into dx (N, C)."""
+        c, w, g = self.config, v.w, v.g
+        R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
+        N, C = R * W, c.n_embd
+        accumulate(g[f"layer{i}.attn_wo"], dx.T, a.y)  # (C, C)
+        dy = (dx @ w[f"layer{i}.attn_wo"]).view(N, H, D).transpose(0, 1)  # (H, N, D)
+        dqkv = attention_backward(
+            dy.reshape(H * R, W, D), a.q, a.k, a.v, a.att, out=dx.new_empty(3, H * R, W, D)
+        )
+        if a.qk_norm is not None or cos_sin is not None:
+            dqk = dqkv[:2].view(2 * H, N, D)  # the gradients of the queries, then keys
+            if cos_sin is not None:
+                dqk = rope_backward(dqk, *cos_sin)
+            if a.qk_norm is not None:
+                dqk = rmsnorm_backward(dqk, *a.qk_norm)
+            dqkv[:2].view(2 * H, N, D).copy_(dqk)
+        dqkv = dqkv.view(3 * H, N, D).transpose(0, 1).reshape(N, 3 * C)  # laid out as qkv
+        accumulate(g[f"layer{i}.attn_wqkv"], dqkv.T, a.x_norm)  # (3C, C)
+        rmsnorm_backward(dqkv @ w[f"layer{i}.attn_wqkv"], a.x_norm, a.rstd, dx)
 
     def _loss_and_grad(self, batch: Batch, v: Views) -> Tensor:
         """The loss on `batch` (a (1, 1) tensor); its gradient is left in `v.grad`."""

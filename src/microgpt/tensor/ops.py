@@ -11,13 +11,15 @@ Constants that would otherwise be Python numbers passed as a tensor operand (eps
 the op itself at these sizes. Scale factors go through `alpha=` / `value=` arguments instead.
 
 Shapes: N positions, C channels; attention works on H heads x R rows of W positions with D
-channels each.
+channels each. The MLP's activations are (forward, backward) pairs by name (`ACTIVATIONS`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from microgpt.rope import rope_tables as rope_angles
 
 RMS_EPS = 1e-5
 
@@ -26,7 +28,8 @@ RMS_EPS = 1e-5
 
 
 def rmsnorm(x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, C) -> y (N, C) and rstd = 1 / sqrt(mean(x²) + eps) (N, 1); eps is 0-dim."""
+    """(..., C) -> y (..., C) and rstd = 1 / sqrt(mean(x²) + eps) (..., 1), over the last
+    dimension: a position's C channels, or with qk-norm a head's D channels. eps is 0-dim."""
     squares = x.square().sum(-1, keepdim=True)  # (N, 1)
     rstd = torch.add(eps, squares, alpha=1 / x.shape[-1]).rsqrt_()
     return x * rstd, rstd
@@ -94,9 +97,76 @@ def cross_entropy_with_grad(
     return loss, dlogits.scatter_add_(1, targets, neg_weights)
 
 
-# ReLU ---------------------------------------------------------------------------------------------
+# the MLP's activations: forward(x) -> (y, saved), backward(dy, saved) -> dx -----------------------
+
+
+def relu(x: Tensor) -> tuple[Tensor, Tensor]:
+    """max(x, 0), in place on x (a fresh matmul product); the backward needs the output."""
+    y = torch.relu_(x)
+    return y, y
 
 
 def relu_backward(dy: Tensor, y: Tensor) -> Tensor:
     """dy where the ReLU's output y is positive, else 0 (scalar mode: local grad [x > 0])."""
     return torch.ops.aten.threshold_backward(dy, y, 0)
+
+
+def relu2(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared ReLU, relu(x)², in place on x; the backward needs r = relu(x)."""
+    r = torch.relu_(x)
+    return r.square(), r
+
+
+def relu2_backward(dy: Tensor, r: Tensor) -> Tensor:
+    """d relu(x)² / dx = 2 r (0 where x <= 0, as r is): dy r + dy r, exactly 2 r dy."""
+    dx = dy * r
+    return dx.add_(dx)
+
+
+def gelu(x: Tensor) -> tuple[Tensor, Tensor]:
+    """GELU, tanh form (GPT-2's): 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x³).
+    The backward needs x."""
+    return torch.nn.functional.gelu(x, approximate="tanh"), x
+
+
+def gelu_backward(dy: Tensor, x: Tensor) -> Tensor:
+    """dy * (0.5 (1 + tanh(u)) + 0.5 x (1 - tanh²(u)) sqrt(2/pi) (1 + 3 * 0.044715 x²)),
+    in one kernel (aten's `gelu_backward`, tanh form: the same formula)."""
+    return torch.ops.aten.gelu_backward(dy, x, approximate="tanh")
+
+
+ACTIVATIONS = {
+    "relu": (relu, relu_backward),
+    "relu2": (relu2, relu2_backward),
+    "gelu": (gelu, gelu_backward),
+}
+
+
+# rotary position embeddings (RoPE, `microgpt.rope`) ----------------------------------------------
+
+
+def rope_tables(
+    head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """`rope`'s operands for every position, (T, D) each: cos(theta) for both halves, and
+    sin(theta) signed by half, [-sin, sin] (from scalar mode's tables, `microgpt.rope`)."""
+    cos, sin = rope_angles(head_dim, block_size)  # (T, D/2) each, Python floats
+    c = torch.tensor(cos, dtype=torch.float64)
+    s = torch.tensor(sin, dtype=torch.float64)
+    cos2, sin2 = torch.cat((c, c), -1), torch.cat((-s, s), -1)
+    return cos2.to(device, dtype), sin2.to(device, dtype)
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each pair (x[i], x[i + D/2]) by theta_i: x cos + swap_halves(x) [-sin, sin], i.e.
+    y[i] = x[i] cos - x[i + D/2] sin and y[i + D/2] = x[i + D/2] cos + x[i] sin.
+
+    x (..., N, D); cos, sin (N, D) from `rope_tables`, rows at each position's angle."""
+    swapped = x.roll(x.shape[-1] // 2, -1)  # (x[D/2:], x[:D/2])
+    return torch.addcmul(x * cos, swapped, sin)
+
+
+def rope_backward(dy: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """The gradient of x: the rotation by -theta, dy cos - swap_halves(dy) [-sin, sin]."""
+    swapped = dy.roll(dy.shape[-1] // 2, -1)
+    return torch.addcmul(dy * cos, swapped, sin, value=-1)

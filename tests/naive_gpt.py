@@ -1,23 +1,26 @@
-"""Naive microGPT baseline, written from the facts in /work/shared/REFERENCE.md.
+"""The naive microGPT: the architecture written plainly from the facts in REFERENCE.md.
 
-This is a deliberately slow, faithful re-implementation of the reference algorithm
-(a scalar-autograd GPT): one `Value` graph node per elementary operation and a recursive
-topological sort on every `backward()`.  It serves two purposes:
+A deliberately slow, faithful scalar-autograd GPT: one `Value` graph node per elementary
+operation and a recursive topological sort on every `backward()`. Standard library only;
+nothing runs at import time. It serves as
 
-1. the speed baseline of the benchmark (keep it naive on purpose; do not optimise), and
-2. the trusted reference in tests (it reproduces the reference's per-step losses and samples
-   bit for bit, because it keeps the reference's order of floating-point operations).
+1. the speed baseline of `bench/scalar_speed.py` (keep it naive on purpose; do not optimise),
+2. the trusted reference of the tests: scalar mode follows it step by step
+   (`test_reference.py`; it reproduces the reference's per-step losses and samples bit for bit,
+   because it keeps the reference's order of floating-point operations), and tensor mode's
+   loss and gradients are checked against it (`test_tensor_parity.py`).
 
-Standard library only.  Nothing runs at import time.
+Besides the reference design it implements every design switch of `microgpt.config` (each a
+keyword argument with the reference's value as default): `tie_lm_head`, `input_rmsnorm`,
+`final_rmsnorm`, `mlp_activation` (relu, relu2, gelu in tanh form), `qk_norm` and `position`
+(learned, or rope: no wpe, pairs (x[i], x[i + D/2]) of each head's q and k rotated by
+pos * 10000**(-2i/D)).
 
-    python3 bench/naive_reference.py --input /work/shared/data/names.txt --steps 1000
-
-API:
-    train(docs, *, steps=1000, seed=42, ..., step_callback=None) -> dict(losses, samples, ...)
-    NaiveGPT(docs, seed=42, ...)  with .train_step(s, num_steps) -> float  (time N steps)
+    NaiveGPT(vocab_size, rng, n_layer=1, ..., **switches)   the model: weights drawn from rng
+    NaiveRun(docs, seed=42, **model)                        the reference script around it:
+        .train_step(s, num_steps) -> loss, .sample()        shuffle, vocabulary, train, sample
 """
 
-import argparse
 import math
 import random
 import sys
@@ -51,6 +54,10 @@ class Value:
 
     def exp(self):
         return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        return Value(t, (self,), (1 - t * t,))
 
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
@@ -88,6 +95,8 @@ class Value:
                     build_topo(child)
                 topo.append(v)
 
+        if sys.getrecursionlimit() < 100_000:  # deep graphs: wide layers, long documents
+            sys.setrecursionlimit(100_000)
         build_topo(self)
         self.grad = 1
         for v in reversed(topo):
@@ -115,38 +124,62 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
+def activation(kind, x):
+    if kind == "relu":
+        return [h.relu() for h in x]
+    if kind == "relu2":
+        return [h.relu() ** 2 for h in x]
+    if kind == "gelu":  # tanh form, GPT-2's
+        c = math.sqrt(2 / math.pi)
+        return [0.5 * h * (1 + (c * (h + 0.044715 * h**3)).tanh()) for h in x]
+    raise ValueError(kind)
+
+
+def rope(x, pos):
+    """Rotate pairs (x[i], x[i + D/2]) of one head by pos * 10000**(-2i/D)."""
+    half = len(x) // 2
+    angles = [pos * 10000 ** (-2 * i / len(x)) for i in range(half)]
+    cos, sin = [math.cos(a) for a in angles], [math.sin(a) for a in angles]
+    first = [x[i] * cos[i] - x[i + half] * sin[i] for i in range(half)]
+    second = [x[i] * sin[i] + x[i + half] * cos[i] for i in range(half)]
+    return first + second
+
+
 class NaiveGPT:
-    """Weights, Adam state and the per-position forward of the reference microGPT."""
+    """Weights, Adam state and the per-position forward of microGPT, in every design."""
 
     def __init__(
         self,
-        docs,
+        vocab_size,
+        rng,
         *,
-        seed=42,
         n_layer=1,
         n_embd=16,
         n_head=4,
         block_size=16,
         tie_lm_head=False,
         input_rmsnorm=True,
+        final_rmsnorm=False,
+        mlp_activation="relu",
+        qk_norm=False,
+        position="learned",
     ):
-        self.rng = random.Random(seed)
-        self.docs = list(docs)
-        self.rng.shuffle(self.docs)  # first use of the RNG stream
-        self.uchars = sorted(set("".join(self.docs)))
-        self.BOS = len(self.uchars)
-        self.vocab_size = len(self.uchars) + 1
+        self.vocab_size = vocab_size
         self.n_layer, self.n_embd, self.n_head = n_layer, n_embd, n_head
         self.head_dim = n_embd // n_head
         self.block_size = block_size
         self.tie_lm_head, self.input_rmsnorm = tie_lm_head, input_rmsnorm
+        self.final_rmsnorm, self.mlp_activation = final_rmsnorm, mlp_activation
+        self.qk_norm, self.position = qk_norm, position
 
         def matrix(nout, nin, std=0.08):  # drawn row by row
-            return [[Value(self.rng.gauss(0, std)) for _ in range(nin)] for _ in range(nout)]
+            return [[Value(rng.gauss(0, std)) for _ in range(nin)] for _ in range(nout)]
 
-        sd = {"wte": matrix(self.vocab_size, n_embd), "wpe": matrix(block_size, n_embd)}
+        sd = {"wte": matrix(vocab_size, n_embd)}
+        if position == "learned":
+            sd["wpe"] = matrix(block_size, n_embd)
         if not tie_lm_head:
-            sd["lm_head"] = matrix(self.vocab_size, n_embd)
+            sd["lm_head"] = matrix(vocab_size, n_embd)
         for i in range(n_layer):
             for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
                 sd[f"layer{i}.{name}"] = matrix(n_embd, n_embd)
@@ -156,13 +189,13 @@ class NaiveGPT:
         self.params = [p for mat in sd.values() for row in mat for p in row]
         self.m = [0.0] * len(self.params)  # Adam first moments
         self.v = [0.0] * len(self.params)  # Adam second moments
-
-    def encode(self, doc):
-        return [self.BOS] + [self.uchars.index(ch) for ch in doc] + [self.BOS]
+        self.adam_steps = 0
 
     def gpt(self, token_id, pos_id, keys, values):
         sd, hd = self.sd, self.head_dim
-        x = [t + p for t, p in zip(sd["wte"][token_id], sd["wpe"][pos_id])]
+        x = sd["wte"][token_id]
+        if self.position == "learned":
+            x = [t + p for t, p in zip(x, sd["wpe"][pos_id])]
         if self.input_rmsnorm:
             x = rmsnorm(x)
         for li in range(self.n_layer):
@@ -172,6 +205,13 @@ class NaiveGPT:
             q = linear(x, sd[f"layer{li}.attn_wq"])
             k = linear(x, sd[f"layer{li}.attn_wk"])
             v = linear(x, sd[f"layer{li}.attn_wv"])
+            heads = range(0, self.n_embd, hd)
+            if self.qk_norm:
+                q = [y for h in heads for y in rmsnorm(q[h : h + hd])]
+                k = [y for h in heads for y in rmsnorm(k[h : h + hd])]
+            if self.position == "rope":
+                q = [y for h in heads for y in rope(q[h : h + hd], pos_id)]
+                k = [y for h in heads for y in rope(k[h : h + hd], pos_id)]
             keys[li].append(k)
             values[li].append(v)
             x_attn = []
@@ -192,14 +232,15 @@ class NaiveGPT:
             x_residual = x
             x = rmsnorm(x)
             x = linear(x, sd[f"layer{li}.mlp_fc1"])
-            x = [xi.relu() for xi in x]
+            x = activation(self.mlp_activation, x)
             x = linear(x, sd[f"layer{li}.mlp_fc2"])
             x = [a + b for a, b in zip(x, x_residual)]
+        if self.final_rmsnorm:
+            x = rmsnorm(x)
         return linear(x, sd["wte"] if self.tie_lm_head else sd["lm_head"])
 
-    def doc_loss(self, doc):
-        """Mean next-token NLL over one document, as a graph node."""
-        tokens = self.encode(doc)
+    def doc_loss(self, tokens):
+        """Mean next-token NLL over one encoded document, as a graph node."""
         n = min(self.block_size, len(tokens) - 1)
         keys = [[] for _ in range(self.n_layer)]
         values = [[] for _ in range(self.n_layer)]
@@ -209,102 +250,62 @@ class NaiveGPT:
             losses.append(-probs[tokens[pos_id + 1]].log())
         return (1 / n) * sum(losses)
 
-    def train_step(self, s, num_steps, lr=0.01, beta1=0.85, beta2=0.99, eps=1e-8):
-        """One training step s (0-based) on docs[s % len(docs)]; returns the loss."""
-        loss = self.doc_loss(self.docs[s % len(self.docs)])
-        loss.backward()
-        lr_t = lr * (1 - s / num_steps)
+    def loss(self, docs):
+        """Mean over encoded documents of each document's mean loss."""
+        if len(docs) == 1:
+            return self.doc_loss(docs[0])
+        return (1 / len(docs)) * sum(self.doc_loss(d) for d in docs)
+
+    def grads(self):
+        """d loss / d weight after `backward()`, as `name: rows` of floats."""
+        return {name: [[p.grad for p in row] for row in m] for name, m in self.sd.items()}
+
+    def adam(self, lr, beta1=0.85, beta2=0.99, eps=1e-8):
+        self.adam_steps += 1
+        t = self.adam_steps
         for i, p in enumerate(self.params):
             self.m[i] = beta1 * self.m[i] + (1 - beta1) * p.grad
             self.v[i] = beta2 * self.v[i] + (1 - beta2) * p.grad**2
-            m_hat = self.m[i] / (1 - beta1 ** (s + 1))
-            v_hat = self.v[i] / (1 - beta2 ** (s + 1))
-            p.data -= lr_t * m_hat / (v_hat**0.5 + eps)
+            m_hat = self.m[i] / (1 - beta1**t)
+            v_hat = self.v[i] / (1 - beta2**t)
+            p.data -= lr * m_hat / (v_hat**0.5 + eps)
             p.grad = 0
+
+
+class NaiveRun:
+    """The reference script: one RNG stream shuffles the documents, draws the weights, and
+    after training draws the samples; step s trains on document s alone."""
+
+    def __init__(self, docs, *, seed=42, **model):
+        self.rng = random.Random(seed)
+        self.docs = list(docs)
+        self.rng.shuffle(self.docs)  # first use of the RNG stream
+        self.uchars = sorted(set("".join(self.docs)))
+        self.BOS = len(self.uchars)
+        self.model = NaiveGPT(len(self.uchars) + 1, self.rng, **model)
+        self.params = self.model.params
+
+    def encode(self, doc):
+        return [self.BOS] + [self.uchars.index(ch) for ch in doc] + [self.BOS]
+
+    def train_step(self, s, num_steps, lr=0.01):
+        """One training step s (0-based) on docs[s % len(docs)]; returns the loss."""
+        loss = self.model.doc_loss(self.encode(self.docs[s % len(self.docs)]))
+        loss.backward()
+        self.model.adam(lr * (1 - s / num_steps))
         return loss.data
 
     def sample(self, temperature=0.5):
         """Draw one document from the shared RNG stream."""
-        keys = [[] for _ in range(self.n_layer)]
-        values = [[] for _ in range(self.n_layer)]
+        m = self.model
+        keys = [[] for _ in range(m.n_layer)]
+        values = [[] for _ in range(m.n_layer)]
         token_id, out = self.BOS, []
-        for pos_id in range(self.block_size):
-            logits = self.gpt(token_id, pos_id, keys, values)
+        for pos_id in range(m.block_size):
+            logits = m.gpt(token_id, pos_id, keys, values)
             probs = softmax([l / temperature for l in logits])
-            token_id = self.rng.choices(range(self.vocab_size), weights=[p.data for p in probs])[0]
+            token_id = self.rng.choices(range(m.vocab_size), weights=[p.data for p in probs])[0]
             if token_id == self.BOS:
                 break
             out.append(self.uchars[token_id])
         return "".join(out)
-
-
-def train(
-    docs,
-    *,
-    steps=1000,
-    seed=42,
-    n_layer=1,
-    n_embd=16,
-    n_head=4,
-    block_size=16,
-    tie_lm_head=False,
-    input_rmsnorm=True,
-    num_samples=20,
-    temperature=0.5,
-    val_docs=None,
-    step_callback=None,
-):
-    """Train from scratch, then sample. Returns {'losses', 'samples', 'val_loss', 'model'}.
-
-    step_callback(step, loss) is called after each step with the 1-based step number.
-    val_docs (optional): mean per-document loss over them after training (draws no RNG).
-    """
-    if sys.getrecursionlimit() < 10000:  # recursive topo sort on deeper configs
-        sys.setrecursionlimit(10000)
-    model = NaiveGPT(
-        docs,
-        seed=seed,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=n_head,
-        block_size=block_size,
-        tie_lm_head=tie_lm_head,
-        input_rmsnorm=input_rmsnorm,
-    )
-    losses = []
-    for s in range(steps):
-        losses.append(model.train_step(s, steps))
-        if step_callback is not None:
-            step_callback(s + 1, losses[-1])
-    val_loss = None
-    if val_docs:
-        val_loss = sum(model.doc_loss(d).data for d in val_docs) / len(val_docs)
-    samples = [model.sample(temperature) for _ in range(num_samples)]
-    return {"losses": losses, "samples": samples, "val_loss": val_loss, "model": model}
-
-
-def load_docs(path):
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", required=True, help="text file, one document per line")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--samples", type=int, default=20)
-    args = ap.parse_args(argv)
-    out = train(
-        load_docs(args.input),
-        steps=args.steps,
-        seed=args.seed,
-        num_samples=args.samples,
-        step_callback=lambda k, loss: print(f"step {k} loss {loss:.6f}", flush=True),
-    )
-    for i, s in enumerate(out["samples"], 1):
-        print(f"sample {i}: {s}")
-
-
-if __name__ == "__main__":
-    main()
