@@ -27,10 +27,7 @@ def run_both(docs, steps, **model):
     assert [[p.data for p in naive.params]] == [[p.data for p in ours.params]]
     enc = prep.tokenizer.encode_document
     naive_losses = [naive.train_step(s, steps) for s in range(steps)]
-    our_losses = [
-        ours.train_step([enc(prep.split.train[s])], lr_at(s, tc))
-        for s in range(steps)
-    ]
+    our_losses = [ours.train_step([enc(prep.split.train[s])], lr_at(s, tc)) for s in range(steps)]
     return naive, ours, naive_losses, our_losses
 
 
