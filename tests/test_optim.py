@@ -1,6 +1,6 @@
 """The training options beyond the reference: the LR schedules as formulas, weight decay and
 gradient clipping in both modes against torch.optim.AdamW and torch.nn.utils.clip_grad_norm_,
-float64 parity between the modes with every option on."""
+float64 parity between the modes with every option on, and dropout (tensor mode only)."""
 
 import math
 import random
@@ -8,7 +8,9 @@ import random
 import pytest
 
 from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UserError
 from microgpt.init import init_weights
+from microgpt.modes import check_train_options, make_gpt
 from microgpt.scalar.model import ScalarGPT
 from microgpt.schedule import lr_at
 
@@ -75,7 +77,7 @@ def test_metrics_record_the_scheduled_lr(tmp_path):
 torch = pytest.importorskip("torch")
 
 from microgpt.modes import TensorOptions  # noqa: E402
-from microgpt.tensor import TensorGPT  # noqa: E402
+from microgpt.tensor import TensorGPT, ops  # noqa: E402
 from microgpt.tensor.optim import FlatAdam  # noqa: E402
 
 F64 = torch.float64
@@ -235,3 +237,48 @@ def test_modes_agree_with_every_option_on(batch_size, clip):
             want_m = torch.tensor(want_m, dtype=F64)
             err = (torch.tensor(got_state[key][name], dtype=F64) - want_m).abs().max()
             assert err <= PARITY_REL * want_m.abs().max(), (key, name, float(err))
+
+
+# dropout: tensor mode only ------------------------------------------------------------------------
+
+
+def test_scalar_mode_refuses_dropout():
+    config = ModelConfig(vocab_size=5, n_embd=4, n_head=2, block_size=3)
+    weights = init_weights(config, random.Random(0))
+    with pytest.raises(UserError, match=r"^--dropout applies to --mode tensor only$"):
+        make_gpt("scalar", config, weights, TrainConfig(dropout=0.1))
+    check_train_options("tensor", TrainConfig(dropout=0.1))  # tensor mode accepts it
+    check_train_options("scalar", TrainConfig(dropout=0.0))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_matches_autograd_with_the_same_mask(p):
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x.requires_grad_()
+    dy = torch.randn(6, 9, dtype=F64)
+    y, scale = ops.dropout(x.detach(), p, torch.Generator().manual_seed(5))
+    mask = scale != 0
+    assert 0 < mask.sum() < mask.numel()
+    want_y = x * mask / (1 - p)
+    (want_dx,) = torch.autograd.grad(want_y, x, dy)
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(ops.dropout_backward(dy, scale), want_dx, rtol=1e-15, atol=0)
+    again, _ = ops.dropout(x.detach(), p, torch.Generator().manual_seed(5))
+    assert torch.equal(again, y), "the same generator seed gives the same mask"
+
+
+def test_dropout_drops_about_p_and_keeps_the_mean():
+    x = torch.ones(200_000, dtype=F64)
+    y, _ = ops.dropout(x, 0.25, torch.Generator().manual_seed(1))
+    assert (y == 0).double().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_dropout_zero_is_the_identity_bit_for_bit():
+    x, dy = torch.randn(5, 7, dtype=F64), torch.randn(5, 7, dtype=F64)
+    gen = torch.Generator().manual_seed(9)
+    before = gen.get_state()
+    y, scale = ops.dropout(x, 0.0, gen)
+    assert y is x and scale is None
+    assert ops.dropout_backward(dy, scale) is dy
+    assert torch.equal(gen.get_state(), before), "p = 0 draws nothing"

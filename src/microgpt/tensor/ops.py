@@ -100,3 +100,21 @@ def cross_entropy_with_grad(
 def relu_backward(dy: Tensor, y: Tensor) -> Tensor:
     """dy where the ReLU's output y is positive, else 0 (scalar mode: local grad [x > 0])."""
     return torch.ops.aten.threshold_backward(dy, y, 0)
+
+
+# dropout (tensor mode only) -----------------------------------------------------------------------
+
+
+def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+    """y = x * scale, scale = mask / (1 - p) with mask_i ~ Bernoulli(1 - p) drawn from
+    `generator`; returns y and scale (shaped as x) for the backward. p = 0 returns x itself
+    and None, and draws nothing."""
+    if p == 0:
+        return x, None
+    scale = torch.empty_like(x).bernoulli_(1 - p, generator=generator).div_(1 - p)
+    return x * scale, scale
+
+
+def dropout_backward(dy: Tensor, scale: Tensor | None) -> Tensor:
+    """dx = dy * scale (the same mask and 1 / (1 - p)); dy itself when p = 0."""
+    return dy if scale is None else dy * scale
