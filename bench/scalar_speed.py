@@ -24,7 +24,8 @@ from naive_gpt import NaiveRun  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402
 from microgpt.data import read_documents  # noqa: E402
 from microgpt.scalar.model import ScalarGPT  # noqa: E402
-from microgpt.train import lr_at, prepare  # noqa: E402
+from microgpt.schedule import lr_at  # noqa: E402
+from microgpt.train import prepare  # noqa: E402
 
 
 def time_naive(docs, steps):
@@ -40,7 +41,7 @@ def time_scalar(steps):
     model = ScalarGPT(config, prep.weights, tc)
     batches = [[prep.tokenizer.encode_document(prep.split.train[s])] for s in range(steps)]
     start = time.perf_counter()
-    losses = [model.train_step(batches[s], lr_at(s, 1000, tc.learning_rate)) for s in range(steps)]
+    losses = [model.train_step(batches[s], lr_at(s, tc)) for s in range(steps)]
     return time.perf_counter() - start, losses
 
 

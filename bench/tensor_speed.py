@@ -57,7 +57,8 @@ def worker_model(a) -> dict:
     from microgpt.config import TrainConfig
     from microgpt.data import batch_indices
     from microgpt.modes import TensorOptions, make_gpt
-    from microgpt.train import lr_at, prepare
+    from microgpt.schedule import lr_at
+    from microgpt.train import prepare
 
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size)
     model_args = dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, **design_of(a))
@@ -72,7 +73,7 @@ def worker_model(a) -> dict:
     losses, first_step_s = [], 0.0
     start = time.perf_counter()
     for s, batch in enumerate(batches):
-        losses.append(gpt.train_step(batch, lr_at(s, a.steps, tc.learning_rate)))
+        losses.append(gpt.train_step(batch, lr_at(s, tc)))
         if s == 0:
             first_step_s = time.perf_counter() - start
     seconds = time.perf_counter() - start

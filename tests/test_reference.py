@@ -9,7 +9,8 @@ from microgpt.cli import main
 from microgpt.config import TrainConfig
 from microgpt.sample import sample
 from microgpt.scalar.model import ScalarGPT
-from microgpt.train import lr_at, prepare
+from microgpt.schedule import lr_at
+from microgpt.train import prepare
 
 KNOWN = {1: "3.365967", 2: "3.424273", 3: "3.177802", 1000: "2.649694"}
 KNOWN_SAMPLES = ["kamon", "ann", "karai"]
@@ -24,10 +25,7 @@ def run_both(docs, steps, **model):
     assert [[p.data for p in naive.params]] == [[p.data for p in ours.params]]
     enc = prep.tokenizer.encode_document
     naive_losses = [naive.train_step(s, steps) for s in range(steps)]
-    our_losses = [
-        ours.train_step([enc(prep.split.train[s])], lr_at(s, steps, tc.learning_rate))
-        for s in range(steps)
-    ]
+    our_losses = [ours.train_step([enc(prep.split.train[s])], lr_at(s, tc)) for s in range(steps)]
     return naive, ours, naive_losses, our_losses
 
 
@@ -50,7 +48,7 @@ def test_first_steps_of_the_reference_run():
     gpt = ScalarGPT(config, prep.weights, tc)
     enc = prep.tokenizer.encode_document
     for s in range(3):
-        loss = gpt.train_step([enc(prep.split.train[s])], lr_at(s, tc.steps, tc.learning_rate))
+        loss = gpt.train_step([enc(prep.split.train[s])], lr_at(s, tc))
         assert f"{loss:.6f}" == KNOWN[s + 1]
 
 

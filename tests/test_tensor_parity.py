@@ -129,7 +129,8 @@ def test_train_step_matches_scalar_train_step(design):
 def test_fifty_steps_on_names_match_scalar_mode(design):
     """Batch 1 on the bundled names, 50 steps of the linear schedule: every step's loss within
     1e-10 relative, then the weights and Adam moments."""
-    from microgpt.train import lr_at, prepare
+    from microgpt.schedule import lr_at
+    from microgpt.train import prepare
 
     tc = TrainConfig(steps=50, seed=11, val_fraction=0.0)
     model = dict(n_layer=2, n_embd=8, n_head=2, block_size=8, **design)
@@ -139,7 +140,7 @@ def test_fifty_steps_on_names_match_scalar_mode(design):
     worst = 0.0
     for step in range(tc.steps):
         docs = [prep.tokenizer.encode_document(prep.split.train[step])]
-        lr = lr_at(step, tc.steps, tc.learning_rate)
+        lr = lr_at(step, tc)
         want, got = s.train_step(docs, lr), t.train_step(docs, lr)
         err = abs(got - want) / abs(want)
         assert err <= REL, (step, got, want)

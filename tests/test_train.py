@@ -9,7 +9,8 @@ from conftest import assert_sigkill_resume_is_exact, read_metrics
 from microgpt import checkpoint
 from microgpt.cli import main
 from microgpt.config import TrainConfig
-from microgpt.train import lr_at, prepare, train
+from microgpt.schedule import lr_at
+from microgpt.train import prepare, train
 
 SMALL = {"n_embd": 8, "n_head": 2}
 
@@ -18,9 +19,10 @@ metrics_losses = read_metrics
 
 
 def test_lr_decays_linearly_to_zero():
-    assert lr_at(0, 10, 0.01) == 0.01
-    assert lr_at(5, 10, 0.01) == 0.005
-    assert lr_at(9, 10, 0.01) == pytest.approx(0.001)
+    tc = TrainConfig(steps=10)
+    assert lr_at(0, tc) == 0.01
+    assert lr_at(5, tc) == 0.005
+    assert lr_at(9, tc) == pytest.approx(0.001)
 
 
 def test_loss_falls_on_a_tiny_dataset(tmp_path):

@@ -291,6 +291,9 @@ class TensorOptions:
 
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
+# added to the gradient norm when clipping, as torch.nn.utils.clip_grad_norm_ does:
+# g <- g * min(1, grad_clip / (|g| + GRAD_CLIP_EPS))
+GRAD_CLIP_EPS = 1e-6
 
 
 def _finite(x: object) -> bool:

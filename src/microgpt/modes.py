@@ -13,7 +13,14 @@ from microgpt.errors import UserError
 from microgpt.flags import MODES
 from microgpt.init import Matrix
 
-__all__ = ["GPT", "MODES", "TensorOptions", "check_tensor_options", "make_gpt"]
+__all__ = [
+    "GPT",
+    "MODES",
+    "TensorOptions",
+    "check_tensor_options",
+    "check_train_options",
+    "make_gpt",
+]
 
 
 class GPT(Protocol):
@@ -53,12 +60,20 @@ def make_gpt(
             raise UserError(
                 "--device, --dtype, --threads and --compile apply to --mode tensor only"
             )
+        check_train_options(mode, train)
         return ScalarGPT(config, weights, train)
     if mode == "tensor":
         from microgpt.tensor import TensorGPT  # imports torch, with a clear error if missing
 
         return TensorGPT(config, weights, train, tensor or TensorOptions())
     raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")
+
+
+def check_train_options(mode: str, train: TrainConfig) -> None:
+    """Raise the UserError for a training option that `mode` lacks (dropout is tensor mode's
+    alone); make_gpt calls it, and a command can call it before it prints anything."""
+    if mode == "scalar" and train.dropout > 0:
+        raise UserError("--dropout applies to --mode tensor only")
 
 
 def check_tensor_options(options: TensorOptions) -> str:

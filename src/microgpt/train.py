@@ -21,11 +21,7 @@ from microgpt.data import Split, Tokenizer, batch_indices, read_documents, shuff
 from microgpt.errors import UserError
 from microgpt.init import Matrix, init_weights
 from microgpt.modes import GPT, TensorOptions, make_gpt
-
-
-def lr_at(step: int, steps: int, learning_rate: float) -> float:
-    """Linear decay to zero over the run; `step` is 0-based."""
-    return learning_rate * (1 - step / steps)
+from microgpt.schedule import lr_at
 
 
 def fingerprint(docs: list[str]) -> str:
@@ -138,7 +134,7 @@ def train(
         result.losses = list(resume.losses)
         if metrics:
             for i, loss in enumerate(result.losses):
-                metrics.step(i + 1, loss, lr_at(i, tc.steps, tc.learning_rate))
+                metrics.step(i + 1, loss, lr_at(i, tc))
 
     encode = prep.tokenizer.encode_document
     train_docs = [encode(d) for d in prep.split.train]
@@ -154,7 +150,7 @@ def train(
     start = time.perf_counter()
     for step in range(first_step, tc.steps):
         docs = [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
-        lr = lr_at(step, tc.steps, tc.learning_rate)
+        lr = lr_at(step, tc)
         loss = gpt.train_step(docs, lr)
         if not math.isfinite(loss):
             raise UserError(_diverged_message(step + 1, loss, out, saved_at))

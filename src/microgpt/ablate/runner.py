@@ -50,7 +50,8 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
     import time
 
     from microgpt.modes import make_gpt
-    from microgpt.train import lr_at, prepare
+    from microgpt.schedule import lr_at
+    from microgpt.train import prepare
 
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
@@ -66,10 +67,10 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
         docs = [
             prep.tokenizer.encode_document(d) for d in prep.split.train[: task.train.batch_size]
         ]
-        gpt.train_step(docs, lr_at(0, task.train.steps, task.train.learning_rate))  # warm-up
+        gpt.train_step(docs, lr_at(0, task.train))  # warm-up
         start = time.perf_counter()
         for _ in range(probe_steps):
-            gpt.train_step(docs, lr_at(0, task.train.steps, task.train.learning_rate))
+            gpt.train_step(docs, lr_at(0, task.train))
         seconds_per_step[task.level] = (time.perf_counter() - start) / probe_steps
     work = sum(t.train.steps * seconds_per_step[t.level] for t in todo)
     workers = max(1, min(jobs, len(todo)))

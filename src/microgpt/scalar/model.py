@@ -11,7 +11,7 @@ import gc
 import math
 from contextlib import contextmanager
 
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import GRAD_CLIP_EPS, ModelConfig, TrainConfig
 from microgpt.data import training_pairs
 from microgpt.init import Matrix
 from microgpt.rope import rope_tables
@@ -95,6 +95,7 @@ class ScalarGPT:
         self.adam_m = [0.0] * len(self.params)  # Adam's moments, one per parameter, same order
         self.adam_v = [0.0] * len(self.params)
         self.step = 0  # Adam updates done so far
+        self.last_grad_norm: float | None = None  # before clipping; kept only when clipping
         self.activation = ACTIVATIONS[config.mlp_activation]  # the one read of mlp_activation
         self.rope = None  # (cos, sin), each (block_size, head_dim / 2), with RoPE
         if config.position == "rope":  # the one read of position
@@ -182,18 +183,40 @@ class ScalarGPT:
         return loss.data
 
     def _adam(self, lr: float) -> None:
+        """Adam, or AdamW with weight decay, on gradients clipped to a global norm if asked:
+
+        g <- g * min(1, clip / (|g| + 1e-6)), |g| the L2 norm of all gradients together;
+        p <- p * (1 - lr * weight_decay);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g²;
+        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
         tc = self.train_config
         self.step += 1
         b1, b2, eps = tc.beta1, tc.beta2, tc.eps
         one_minus_b1, one_minus_b2 = 1 - b1, 1 - b2
         m_correction, v_correction = 1 - b1**self.step, 1 - b2**self.step
         ms, vs = self.adam_m, self.adam_v
+        scale = self._clip_scale() if tc.grad_clip > 0 else 1.0
+        decay = 1 - lr * tc.weight_decay
+        if scale == 1.0 and decay == 1.0:  # the reference's Adam: no extra work per parameter
+            for i, p in enumerate(self.params):
+                g = p.grad
+                ms[i] = m = b1 * ms[i] + one_minus_b1 * g
+                vs[i] = v = b2 * vs[i] + one_minus_b2 * g**2
+                p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + eps)
+                p.grad = 0.0
+            return
         for i, p in enumerate(self.params):
-            g = p.grad
+            g = p.grad * scale
             ms[i] = m = b1 * ms[i] + one_minus_b1 * g
             vs[i] = v = b2 * vs[i] + one_minus_b2 * g**2
+            p.data *= decay
             p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + eps)
             p.grad = 0.0
+
+    def _clip_scale(self) -> float:
+        """min(1, clip / (|g| + 1e-6)) as torch.nn.utils.clip_grad_norm_; keeps |g|."""
+        norm = math.sqrt(math.fsum(p.grad * p.grad for p in self.params))
+        self.last_grad_norm = norm
+        return min(1.0, self.train_config.grad_clip / (norm + GRAD_CLIP_EPS))
 
     def eval_loss(self, docs: list[list[int]]) -> float:
         with _no_cycle_collection():

@@ -170,3 +170,21 @@ def rope_backward(dy: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """The gradient of x: the rotation by -theta, dy cos - swap_halves(dy) [-sin, sin]."""
     swapped = dy.roll(dy.shape[-1] // 2, -1)
     return torch.addcmul(dy * cos, swapped, sin, value=-1)
+
+
+# dropout (tensor mode only) -----------------------------------------------------------------------
+
+
+def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+    """y = x * scale, scale = mask / (1 - p) with mask_i ~ Bernoulli(1 - p) drawn from
+    `generator`; returns y and scale (shaped as x) for the backward. p = 0 returns x itself
+    and None, and draws nothing."""
+    if p == 0:
+        return x, None
+    scale = torch.empty_like(x).bernoulli_(1 - p, generator=generator).div_(1 - p)
+    return x * scale, scale
+
+
+def dropout_backward(dy: Tensor, scale: Tensor | None) -> Tensor:
+    """dx = dy * scale (the same mask and 1 / (1 - p)); dy itself when p = 0."""
+    return dy if scale is None else dy * scale

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from microgpt.config import TrainConfig
+from microgpt.config import GRAD_CLIP_EPS, TrainConfig
 
 
 class FlatAdam:
     """Adam's moments for one flat parameter buffer, and the update of scalar mode.
 
+    g <- g * min(1, clip / (|g| + 1e-6)) when clipping, |g| the L2 norm of the flat gradient;
+    p <- p * (1 - lr * weight_decay) (AdamW's decoupled decay);
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g²;
     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
 
@@ -19,6 +21,8 @@ class FlatAdam:
         self.m = torch.zeros_like(params)
         self.v = torch.zeros_like(params)
         self.beta1, self.beta2 = train.beta1, train.beta2
+        self.weight_decay, self.grad_clip = train.weight_decay, train.grad_clip
+        self.last_grad_norm: Tensor | None = None  # 0-dim, before clipping; only when clipping
         # 0-dim tensors: a Python number as a tensor operand costs a conversion on every call
         like = {"dtype": params.dtype, "device": params.device}
         self._beta1 = torch.tensor(train.beta1, **like)
@@ -28,6 +32,12 @@ class FlatAdam:
     def update(self, lr: float, step: int) -> None:
         """Apply update number `step` (1 for the first) at learning rate `lr`, in place."""
         b1, b2, g = self.beta1, self.beta2, self.grads
+        if self.grad_clip > 0:
+            self.last_grad_norm = norm = torch.linalg.vector_norm(g)
+            # clamped rather than tested: `if` on a tensor would wait for the device
+            g.mul_(torch.clamp(self.grad_clip / (norm + GRAD_CLIP_EPS), max=1.0))
+        if self.weight_decay > 0:
+            self.params.mul_(1 - lr * self.weight_decay)
         m_correction, v_correction = 1 - b1**step, 1 - b2**step
         self.m.mul_(self._beta1).add_(g, alpha=1 - b1)
         self.v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)

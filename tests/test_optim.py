@@ -1,0 +1,284 @@
+"""The training options beyond the reference: the LR schedules as formulas, weight decay and
+gradient clipping in both modes against torch.optim.AdamW and torch.nn.utils.clip_grad_norm_,
+float64 parity between the modes with every option on, and dropout (tensor mode only)."""
+
+import math
+import random
+
+import pytest
+
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UserError
+from microgpt.init import init_weights
+from microgpt.modes import check_train_options, make_gpt
+from microgpt.scalar.model import ScalarGPT
+from microgpt.schedule import lr_at
+
+# schedules ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps,lr", [(1, 0.01), (10, 0.01), (1000, 0.01), (37, 0.003)])
+def test_default_schedule_is_the_reference_linear_decay_float_for_float(steps, lr):
+    tc = TrainConfig(steps=steps, learning_rate=lr)
+    assert [lr_at(s, tc) for s in range(steps)] == [lr * (1 - s / steps) for s in range(steps)]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_warmup_rises_linearly_to_the_peak(schedule):
+    tc = TrainConfig(steps=50, learning_rate=0.02, warmup_steps=8, lr_schedule=schedule)
+    assert [lr_at(s, tc) for s in range(8)] == [0.02 * (s + 1) / 8 for s in range(8)]
+    assert lr_at(7, tc) == 0.02  # the last warm-up step reaches the peak
+    assert lr_at(8, tc) == pytest.approx(0.02, rel=1e-15)  # and the decay starts from it
+
+
+def test_decays_after_warmup_as_formulas():
+    lr, lo, W, S = 0.02, 0.002, 5, 45
+    for s in range(W, S):
+        p = (s - W) / (S - W)
+        common = dict(steps=S, learning_rate=lr, warmup_steps=W, min_lr=lo)
+        linear = TrainConfig(lr_schedule="linear", **common)
+        cosine = TrainConfig(lr_schedule="cosine", **common)
+        constant = TrainConfig(lr_schedule="constant", **common)
+        assert lr_at(s, linear) == pytest.approx(lo + (lr - lo) * (1 - p), rel=1e-15)
+        assert lr_at(s, cosine) == pytest.approx(
+            lo + 0.5 * (lr - lo) * (1 + math.cos(math.pi * p)), rel=1e-15
+        )
+        assert lr_at(s, constant) == lr
+    for schedule in ("linear", "cosine"):
+        tc = TrainConfig(steps=S, learning_rate=lr, warmup_steps=W, min_lr=lo, lr_schedule=schedule)
+        after = [lr_at(s, tc) for s in range(W, S)]
+        assert all(a > b for a, b in zip(after, after[1:])), "decays strictly"
+        assert lo < after[-1] < lo + 0.05 * (lr - lo), "ends one step short of min_lr"
+
+
+def test_warmup_longer_than_the_run_never_decays():
+    tc = TrainConfig(steps=4, warmup_steps=10, lr_schedule="cosine")
+    assert [lr_at(s, tc) for s in range(4)] == [0.01 * (s + 1) / 10 for s in range(4)]
+
+
+def test_metrics_record_the_scheduled_lr(tmp_path):
+    from microgpt.train import MetricsWriter, prepare, train
+
+    p = tmp_path / "tiny.txt"
+    p.write_text("abcabc\nbcabca\ncabcab\n")
+    tc = TrainConfig(steps=6, val_fraction=0.0, warmup_steps=2, lr_schedule="cosine", min_lr=1e-3)
+    config, prep = prepare(str(p), {"n_embd": 4, "n_head": 2, "block_size": 4}, tc)
+    metrics = MetricsWriter(tmp_path / "m.jsonl")
+    _, result = train("scalar", config, tc, prep, metrics=metrics)
+    metrics.finish(result.summary())
+    import json
+
+    records = [json.loads(line) for line in open(tmp_path / "m.jsonl")][:-1]
+    assert [r["lr"] for r in records] == [lr_at(s, tc) for s in range(6)]
+
+
+# the optimiser against torch, in each mode --------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+from microgpt.modes import TensorOptions  # noqa: E402
+from microgpt.tensor import TensorGPT, ops  # noqa: E402
+from microgpt.tensor.optim import FlatAdam  # noqa: E402
+
+F64 = torch.float64
+LRS = [0.01, 0.008, 0.006, 0.004, 0.002]
+
+
+def torch_reference(p0: torch.Tensor, grads: list, tc: TrainConfig):
+    """torch.optim.AdamW after torch.nn.utils.clip_grad_norm_ (when tc.grad_clip > 0), one
+    parameter tensor, lr changed every step; returns the parameter, the moments and the norms."""
+    ref = p0.clone().requires_grad_()
+    opt = torch.optim.AdamW(
+        [ref],
+        lr=LRS[0],
+        betas=(tc.beta1, tc.beta2),
+        eps=tc.eps,
+        weight_decay=tc.weight_decay,
+        foreach=False,
+    )
+    norms = []
+    for grad, lr in zip(grads, LRS):
+        ref.grad = grad.clone()
+        if tc.grad_clip > 0:
+            norms.append(torch.nn.utils.clip_grad_norm_([ref], tc.grad_clip, foreach=False))
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
+    state = opt.state[ref]
+    return ref.detach(), state["exp_avg"], state["exp_avg_sq"], norms
+
+
+def some_grads(n: int, scales=(3.0, 0.01, 1.0, 0.2, 5.0)) -> list:
+    """Gradients whose norms straddle the clip values used below."""
+    g = torch.Generator().manual_seed(1)
+    return [s * torch.randn(n, generator=g, dtype=F64) / n**0.5 for s in scales]
+
+
+OPTIONS = [
+    dict(weight_decay=0.1),
+    dict(grad_clip=0.5),
+    dict(weight_decay=0.3, grad_clip=0.5),
+    dict(weight_decay=0.1, grad_clip=1.0, beta1=0.9, beta2=0.95),
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_flat_adam_matches_torch_adamw_and_clip_grad_norm(options):
+    tc = TrainConfig(**options)
+    p0 = torch.randn(60, generator=torch.Generator().manual_seed(0), dtype=F64)
+    grads = some_grads(60)
+    p, g = p0.clone(), torch.zeros(60, dtype=F64)
+    adam = FlatAdam(p, g, tc)
+    norms = []
+    for step, (grad, lr) in enumerate(zip(grads, LRS), start=1):
+        g.copy_(grad)
+        adam.update(lr, step)
+        if tc.grad_clip > 0:
+            norms.append(adam.last_grad_norm.item())
+    want_p, want_m, want_v, want_norms = torch_reference(p0, grads, tc)
+    torch.testing.assert_close(p, want_p, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(adam.m, want_m, rtol=1e-13, atol=1e-16)
+    torch.testing.assert_close(adam.v, want_v, rtol=1e-13, atol=1e-16)
+    assert norms == pytest.approx([n.item() for n in want_norms], rel=1e-14)
+    if tc.grad_clip:
+        assert any(n > tc.grad_clip for n in norms) and any(n < tc.grad_clip for n in norms)
+
+
+def scalar_model(tc: TrainConfig) -> ScalarGPT:
+    config = ModelConfig(vocab_size=5, n_embd=4, n_head=2, block_size=3)  # 256 parameters
+    return ScalarGPT(config, init_weights(config, random.Random(0)), tc)
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_scalar_adam_matches_torch_adamw_and_clip_grad_norm(options):
+    tc = TrainConfig(**options)
+    s = scalar_model(tc)
+    p0 = torch.tensor([p.data for p in s.params], dtype=F64)
+    grads = some_grads(len(s.params))
+    norms = []
+    for grad, lr in zip(grads, LRS):
+        for p, gi in zip(s.params, grad.tolist()):
+            p.grad = gi
+        s._adam(lr)
+        norms.append(s.last_grad_norm)
+        assert all(p.grad == 0.0 for p in s.params)
+    want_p, want_m, want_v, want_norms = torch_reference(p0, grads, tc)
+    got = torch.tensor([p.data for p in s.params], dtype=F64)
+    torch.testing.assert_close(got, want_p, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(torch.tensor(s.adam_m, dtype=F64), want_m, rtol=1e-13, atol=1e-16)
+    torch.testing.assert_close(torch.tensor(s.adam_v, dtype=F64), want_v, rtol=1e-13, atol=1e-16)
+    if tc.grad_clip:
+        assert norms == pytest.approx([n.item() for n in want_norms], rel=1e-14)
+    else:
+        assert norms == [None] * len(LRS)  # the norm is not computed when not clipping
+
+
+def test_a_clip_never_reached_changes_nothing_bit_for_bit():
+    """min(1, clip / (|g| + 1e-6)) = 1: both modes give exactly the unclipped update."""
+    grads = some_grads(256)
+    results = []
+    for tc in (TrainConfig(), TrainConfig(grad_clip=1e6)):
+        s = scalar_model(tc)
+        p, g = torch.zeros(256, dtype=F64), torch.zeros(256, dtype=F64)
+        adam = FlatAdam(p, g, tc)
+        for step, (grad, lr) in enumerate(zip(grads, LRS), start=1):
+            for q, gi in zip(s.params, grad.tolist()):
+                q.grad = gi
+            s._adam(lr)
+            g.copy_(grad)
+            adam.update(lr, step)
+        results.append(([q.data for q in s.params], p.tolist()))
+    assert results[0] == results[1]
+
+
+# float64 parity between the modes, every option both support --------------------------------------
+
+PARITY_REL = 1e-10
+VOCAB = 6
+
+
+def random_docs(rng: random.Random, count: int) -> list[list[int]]:
+    bos = VOCAB - 1
+    return [
+        [bos, *(rng.randrange(bos) for _ in range(rng.randint(1, 8))), bos] for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("batch_size,clip", [(1, 1.7), (3, 0.9)])  # clip: about the median norm
+def test_modes_agree_with_every_option_on(batch_size, clip):
+    config = ModelConfig(vocab_size=VOCAB, n_layer=2, n_embd=8, n_head=2, block_size=6)
+    tc = TrainConfig(
+        steps=20,
+        learning_rate=0.03,
+        lr_schedule="cosine",
+        warmup_steps=4,
+        min_lr=0.003,
+        weight_decay=0.2,
+        grad_clip=clip,
+        beta1=0.9,
+        beta2=0.95,
+    )
+    weights = init_weights(config, random.Random(2))
+    s = ScalarGPT(config, weights, tc)
+    t = TensorGPT(config, weights, tc, TensorOptions(device="cpu", dtype="float64"))
+    rng = random.Random(3)
+    clipped = 0
+    for step in range(tc.steps):
+        docs = random_docs(rng, batch_size)
+        want = s.train_step(docs, lr_at(step, tc))
+        got = t.train_step(docs, lr_at(step, tc))
+        assert abs(got - want) <= PARITY_REL * want, (step, got, want)
+        norm = t.adam.last_grad_norm.item()
+        assert abs(norm - s.last_grad_norm) <= PARITY_REL * s.last_grad_norm, step
+        clipped += s.last_grad_norm > tc.grad_clip
+    assert 0 < clipped < tc.steps, "the clip should bind on some steps, not all"
+    got_state, want_state = t.export_state(), s.export_state()
+    for key in ("weights", "adam_m", "adam_v"):
+        for name, want_m in want_state[key].items():
+            want_m = torch.tensor(want_m, dtype=F64)
+            err = (torch.tensor(got_state[key][name], dtype=F64) - want_m).abs().max()
+            assert err <= PARITY_REL * want_m.abs().max(), (key, name, float(err))
+
+
+# dropout: tensor mode only ------------------------------------------------------------------------
+
+
+def test_scalar_mode_refuses_dropout():
+    config = ModelConfig(vocab_size=5, n_embd=4, n_head=2, block_size=3)
+    weights = init_weights(config, random.Random(0))
+    with pytest.raises(UserError, match=r"^--dropout applies to --mode tensor only$"):
+        make_gpt("scalar", config, weights, TrainConfig(dropout=0.1))
+    check_train_options("tensor", TrainConfig(dropout=0.1))  # tensor mode accepts it
+    check_train_options("scalar", TrainConfig(dropout=0.0))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_matches_autograd_with_the_same_mask(p):
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x.requires_grad_()
+    dy = torch.randn(6, 9, dtype=F64)
+    y, scale = ops.dropout(x.detach(), p, torch.Generator().manual_seed(5))
+    mask = scale != 0
+    assert 0 < mask.sum() < mask.numel()
+    want_y = x * mask / (1 - p)
+    (want_dx,) = torch.autograd.grad(want_y, x, dy)
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(ops.dropout_backward(dy, scale), want_dx, rtol=1e-15, atol=0)
+    again, _ = ops.dropout(x.detach(), p, torch.Generator().manual_seed(5))
+    assert torch.equal(again, y), "the same generator seed gives the same mask"
+
+
+def test_dropout_drops_about_p_and_keeps_the_mean():
+    x = torch.ones(200_000, dtype=F64)
+    y, _ = ops.dropout(x, 0.25, torch.Generator().manual_seed(1))
+    assert (y == 0).double().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_dropout_zero_is_the_identity_bit_for_bit():
+    x, dy = torch.randn(5, 7, dtype=F64), torch.randn(5, 7, dtype=F64)
+    gen = torch.Generator().manual_seed(9)
+    before = gen.get_state()
+    y, scale = ops.dropout(x, 0.0, gen)
+    assert y is x and scale is None
+    assert ops.dropout_backward(dy, scale) is dy
+    assert torch.equal(gen.get_state(), before), "p = 0 draws nothing"
