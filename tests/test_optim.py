@@ -282,3 +282,77 @@ def test_dropout_zero_is_the_identity_bit_for_bit():
     assert y is x and scale is None
     assert ops.dropout_backward(dy, scale) is dy
     assert torch.equal(gen.get_state(), before), "p = 0 draws nothing"
+
+
+def test_attention_dropout_matches_autograd_with_the_same_mask():
+    H, R, W, D, p = 2, 1, 5, 3, 0.3
+    mask = torch.zeros(W, W, dtype=F64).masked_fill_(torch.ones(W, W).triu(1).bool(), -math.inf)
+    mask = mask.expand(R, W, W).contiguous()
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(H * R, W, D, generator=gen, dtype=F64) for _ in range(3))
+    dy = torch.randn(H * R, W, D, generator=gen, dtype=F64)
+    y, att, scale = ops.attention(q, k, v, mask, p, torch.Generator().manual_seed(7))
+    assert scale is not None and (scale == 0).any()
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    a, b, c = leaves
+    want_att = torch.softmax(a @ b.mT / D**0.5 + mask, dim=-1)
+    want_y = (want_att * (scale != 0) / (1 - p)) @ c
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(att, want_att.detach(), rtol=1e-14, atol=0)
+    want = torch.autograd.grad(want_y, leaves, dy)
+    got = ops.attention_backward(dy, q, k, v, att, dy.new_empty(3, H * R, W, D), scale)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+
+
+def tensor_model(dropout: float, seed: int = 0, n_layer: int = 2) -> TensorGPT:
+    config = ModelConfig(vocab_size=VOCAB, n_layer=n_layer, n_embd=8, n_head=2, block_size=6)
+    tc = TrainConfig(dropout=dropout, seed=seed)
+    weights = init_weights(config, random.Random(5))
+    return TensorGPT(config, weights, tc, TensorOptions(device="cpu", dtype="float64"))
+
+
+def test_dropout_gradient_matches_finite_differences():
+    """The masks depend only on (seed, step), not on the weights, so with dropout on the loss
+    is still a smooth function of the weights at a fixed step: check every backward site."""
+    t = tensor_model(0.3)
+    docs = random_docs(random.Random(6), 3)
+    loss = t.compute_grad(docs).item()
+    assert t.compute_grad(docs).item() == loss, "the same step draws the same masks"
+    grad = t.grad.clone()
+    rng, h = random.Random(7), 1e-6
+    for name, (rows, cols) in t.layout.shapes.items():
+        for _ in range(3):
+            i = t.layout.offsets[name] + rng.randrange(rows * cols)
+            saved = t.flat[i].item()
+            t.flat[i] = saved + h
+            up = t.compute_grad(docs).item()
+            t.flat[i] = saved - h
+            down = t.compute_grad(docs).item()
+            t.flat[i] = saved
+            assert (up - down) / (2 * h) == pytest.approx(grad[i].item(), rel=1e-5, abs=1e-9), name
+
+
+def test_dropout_trains_differently_but_never_touches_eval_or_logits():
+    plain, dropped = tensor_model(0.0), tensor_model(0.3)
+    docs = random_docs(random.Random(8), 3)
+    assert plain.eval_loss(docs) == dropped.eval_loss(docs)
+    assert plain.logits(docs[0][:4]) == dropped.logits(docs[0][:4])
+    assert plain.compute_grad(docs).item() != dropped.compute_grad(docs).item()
+    other_step = tensor_model(0.3)
+    other_step.step = 1
+    assert other_step.compute_grad(docs).item() != dropped.compute_grad(docs).item()
+
+
+def test_dropout_resumes_exactly_from_exported_state():
+    rng = random.Random(9)
+    batches = [random_docs(rng, 2) for _ in range(6)]
+    full = tensor_model(0.2, seed=3)
+    want = [full.train_step(d, 0.01) for d in batches]
+    first = tensor_model(0.2, seed=3)
+    got = [first.train_step(d, 0.01) for d in batches[:3]]
+    resumed = tensor_model(0.2, seed=3)
+    resumed.load_state(first.export_state(), first.step)
+    got += [resumed.train_step(d, 0.01) for d in batches[3:]]
+    assert got == want
+    assert tensor_model(0.2, seed=4).train_step(batches[0], 0.01) != want[0], "seed matters"

@@ -96,7 +96,7 @@ def attention_op(mask):
     H, R, W, D = 2, mask.shape[0], mask.shape[1], 3
 
     def forward(q, k, v):
-        y, att = ops.attention(q, k, v, mask)
+        y, att, _ = ops.attention(q, k, v, mask)
         return y, (att,)
 
     def backward(dy, q, k, v, att):
@@ -114,7 +114,8 @@ def test_attention_matches_autograd(starts):
     as_4d = [t.view(H, R, W, D) for t in (q, k, v)]
     want_y = attention_reference(*as_4d, mask).reshape(H * R, W, D)
     want = torch.autograd.grad(want_y, (q, k, v), dy)
-    y, att = ops.attention(q.detach(), k.detach(), v.detach(), mask)
+    y, att, att_scale = ops.attention(q.detach(), k.detach(), v.detach(), mask)
+    assert att_scale is None
     torch.testing.assert_close(y, want_y.detach(), rtol=1e-13, atol=0)
     assert torch.all(att.view(H, R, W, W)[mask.expand(H, R, W, W).isinf()] == 0)
     got = ops.attention_backward(

@@ -41,6 +41,8 @@ from microgpt.tensor.ops import (
     attention_backward,
     cross_entropy,
     cross_entropy_with_grad,
+    dropout,
+    dropout_backward,
     rmsnorm,
     rmsnorm_backward,
     rope,
@@ -67,6 +69,8 @@ class AttentionActs:
     att: Tensor  # (H * R, W, W) attention weights
     y: Tensor  # (N, C) the heads side by side, the input of attn_wo
     qk_norm: tuple[Tensor, Tensor] | None  # q and k normed (2H, N, D), rstd (2H, N, 1); if on
+    att_scale: Tensor | None = None  # (H * R, W, W) dropout's scale of att, with dropout
+    out_scale: Tensor | None = None  # (N, C) dropout's scale of the block's output, the same
 
 
 @dataclass
@@ -77,6 +81,7 @@ class MLPActs:
     rstd: Tensor  # (N, 1)
     hidden: Tensor  # (N, 4C) the activation's output, the input of mlp_fc2
     saved: Tensor  # (N, 4C) what the activation's backward needs (its output or input)
+    out_scale: Tensor | None = None  # (N, C) dropout's scale of the block's output, if any
 
 
 @dataclass
@@ -89,6 +94,7 @@ class Activations:
     final_rmsnorm: tuple[Tensor, Tensor] | None = None  # (output, rstd) when the switch is on
     rope: tuple[Tensor, Tensor] | None = None  # RoPE's cos, sin at each position (N, D), if on
     x: Tensor | None = None  # final hidden state (N, C), the input of the head
+    embd_scale: Tensor | None = None  # (N, C) dropout's scale of the embeddings, if any
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,10 @@ class TensorGPT:
             self.rope = rope_tables(config.head_dim, config.block_size, p.compute_dtype, p.device)
         self.packer = Packer(config.block_size, p.device, p.compute_dtype, p.loss_dtype)
         self.step = 0  # Adam updates done so far
+        # dropout, in the training forward only (eval_loss and logits never drop): a generator
+        # re-seeded every step from (seed, step), so a resumed run draws the same masks
+        self.dropout = train.dropout
+        self._dropout_rng = torch.Generator(device=p.device) if train.dropout > 0 else None
         self._compiled = _compile_step(self) if options.compile else None
 
     # forward --------------------------------------------------------------------------------------
@@ -173,13 +183,18 @@ class TensorGPT:
             cos_sin = (self.rope[0][batch.positions], self.rope[1][batch.positions])
             if acts is not None:
                 acts.rope = cos_sin
+        # dropout only while training (acts given); p = 0 draws nothing and copies nothing
+        drop = (self.dropout, self._dropout_rng) if acts is not None else (0.0, None)
+        x, embd_scale = dropout(x, *drop)
+        if acts is not None:
+            acts.embd_scale = embd_scale
         if c.input_rmsnorm:
             x, rstd = rmsnorm(x, v.eps)
             if acts is not None:
                 acts.input_rmsnorm = (x, rstd)
         for i in range(c.n_layer):
-            x, attention_acts = self._attention(i, x, batch, v, cos_sin)
-            x, mlp_acts = self._mlp(i, x, v)
+            x, attention_acts = self._attention(i, x, batch, v, cos_sin, drop)
+            x, mlp_acts = self._mlp(i, x, v, drop)
             if acts is not None:
                 acts.attention.append(attention_acts)
                 acts.mlp.append(mlp_acts)
@@ -192,9 +207,10 @@ class TensorGPT:
         return x
 
     def _attention(
-        self, i: int, x: Tensor, batch: Batch, v: Views, cos_sin: tuple | None
+        self, i: int, x: Tensor, batch: Batch, v: Views, cos_sin: tuple | None, drop: tuple
     ) -> tuple[Tensor, AttentionActs]:
-        """x + attention(rmsnorm(x)) @ attn_wo.T, (N, C) -> (N, C)."""
+        """x + dropout(attention(rmsnorm(x)) @ attn_wo.T), (N, C) -> (N, C); `drop` is
+        (p, generator), and the attention weights are dropped too."""
         c, w_t = self.config, v.w_t
         R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
         N, C = R * W, c.n_embd
@@ -212,17 +228,17 @@ class TensorGPT:
             if cos_sin is not None:
                 qk = rope(qk, *cos_sin)
             q, k = qk.view(2, H * R, W, D)
-        y, att = attention(q, k, val, batch.mask)  # (H * R, W, D)
+        y, att, att_scale = attention(q, k, val, batch.mask, *drop)  # (H * R, W, D)
         y = y.view(H, N, D).transpose(0, 1).reshape(N, C)  # heads side by side
-        x = torch.addmm(x, y, w_t[f"layer{i}.attn_wo"])
-        return x, AttentionActs(x_norm, rstd, q, k, val, att, y, qk_norm)
+        x, out_scale = residual(x, y, w_t[f"layer{i}.attn_wo"], *drop)
+        return x, AttentionActs(x_norm, rstd, q, k, val, att, y, qk_norm, att_scale, out_scale)
 
-    def _mlp(self, i: int, x: Tensor, v: Views) -> tuple[Tensor, MLPActs]:
-        """x + activation(rmsnorm(x) @ mlp_fc1.T) @ mlp_fc2.T, (N, C) -> (N, C)."""
+    def _mlp(self, i: int, x: Tensor, v: Views, drop: tuple) -> tuple[Tensor, MLPActs]:
+        """x + dropout(activation(rmsnorm(x) @ mlp_fc1.T) @ mlp_fc2.T), (N, C) -> (N, C)."""
         x_norm, rstd = rmsnorm(x, v.eps)
         hidden, saved = self.activation(x_norm @ v.w_t[f"layer{i}.mlp_fc1"])  # (N, 4C)
-        x = torch.addmm(x, hidden, v.w_t[f"layer{i}.mlp_fc2"])
-        return x, MLPActs(x_norm, rstd, hidden, saved)
+        x, out_scale = residual(x, hidden, v.w_t[f"layer{i}.mlp_fc2"], *drop)
+        return x, MLPActs(x_norm, rstd, hidden, saved, out_scale)
 
     def _logits(self, x: Tensor, v: Views) -> Tensor:
         """(N, C) -> (N, V), in the loss dtype."""
@@ -243,7 +259,7 @@ class TensorGPT:
             self._attention_backward(i, dx, batch, acts.attention[i], v, acts.rope)
         if acts.input_rmsnorm is not None:
             dx = rmsnorm_backward(dx, *acts.input_rmsnorm)
-        dx = dx.to(v.grad.dtype)
+        dx = dropout_backward(dx, acts.embd_scale).to(v.grad.dtype)
         g["wte"].index_add_(0, batch.tokens, dx)
         if self.rope is None:
             g["wpe"].index_add_(0, batch.positions, dx)
@@ -251,8 +267,9 @@ class TensorGPT:
     def _mlp_backward(self, i: int, dx: Tensor, a: MLPActs, v: Views) -> None:
         """The MLP block's weight gradients; adds its input's gradient into dx (N, C)."""
         w, g = v.w, v.g
-        accumulate(g[f"layer{i}.mlp_fc2"], dx.T, a.hidden)  # (C, 4C)
-        dpre = self.activation_backward(dx @ w[f"layer{i}.mlp_fc2"], a.saved)  # (N, 4C)
+        dout = dropout_backward(dx, a.out_scale)  # dx itself without dropout
+        accumulate(g[f"layer{i}.mlp_fc2"], dout.T, a.hidden)  # (C, 4C)
+        dpre = self.activation_backward(dout @ w[f"layer{i}.mlp_fc2"], a.saved)  # (N, 4C)
         accumulate(g[f"layer{i}.mlp_fc1"], dpre.T, a.x_norm)  # (4C, C)
         rmsnorm_backward(dpre @ w[f"layer{i}.mlp_fc1"], a.x_norm, a.rstd, dx)
 
@@ -263,10 +280,11 @@ class TensorGPT:
         c, w, g = self.config, v.w, v.g
         R, W, H, D = batch.rows, batch.width, c.n_head, c.head_dim
         N, C = R * W, c.n_embd
-        accumulate(g[f"layer{i}.attn_wo"], dx.T, a.y)  # (C, C)
-        dy = (dx @ w[f"layer{i}.attn_wo"]).view(N, H, D).transpose(0, 1)  # (H, N, D)
+        dout = dropout_backward(dx, a.out_scale)  # dx itself without dropout
+        accumulate(g[f"layer{i}.attn_wo"], dout.T, a.y)  # (C, C)
+        dy = (dout @ w[f"layer{i}.attn_wo"]).view(N, H, D).transpose(0, 1)  # (H, N, D)
         dqkv = attention_backward(
-            dy.reshape(H * R, W, D), a.q, a.k, a.v, a.att, out=dx.new_empty(3, H * R, W, D)
+            dy.reshape(H * R, W, D), a.q, a.k, a.v, a.att, dx.new_empty(3, H * R, W, D), a.att_scale
         )
         if a.qk_norm is not None or cos_sin is not None:
             dqk = dqkv[:2].view(2 * H, N, D)  # the gradients of the queries, then keys
@@ -304,6 +322,8 @@ class TensorGPT:
         overhead."""
         batch = self.packer.pack(docs)
         self._refresh_compute_weights()
+        if self._dropout_rng is not None:
+            self._dropout_rng.manual_seed(dropout_seed(self.train_config.seed, self.step))
         if self._compiled is not None:
             return self._compiled(self._compute_flat, self.grad, batch)
         return self._loss_and_grad(batch, self._views)
@@ -345,6 +365,21 @@ class TensorGPT:
         ):
             self.layout.from_lists(state[key], buffer, f"the checkpoint's {key}")
         self.step = step
+
+
+def residual(x: Tensor, a: Tensor, w_t: Tensor, p: float, rng) -> tuple[Tensor, Tensor | None]:
+    """x + dropout(a @ w_t) and the dropout's scale; one addmm when p = 0."""
+    if p == 0:
+        return torch.addmm(x, a, w_t), None
+    out, scale = dropout(a @ w_t, p, rng)
+    return out.add_(x), scale
+
+
+def dropout_seed(seed: int, step: int) -> int:
+    """The dropout generator's seed for 0-based step `step` of a run seeded `seed`: a plain
+    integer combination (no hash), modulo 2**32 because torch's CPU generator ignores the higher
+    bits; distinct for the 2**32 steps of one seed, and spread apart between seeds."""
+    return (seed * 0x9E3779B1 + step) % 2**32
 
 
 def _compile_step(gpt: TensorGPT):

@@ -45,25 +45,34 @@ def rmsnorm_backward(dy: Tensor, y: Tensor, rstd: Tensor, dx: Tensor | None = No
 # causal self-attention within documents -----------------------------------------------------------
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """softmax(q kᵀ / sqrt(D) + mask) v, and the attention weights.
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float = 0.0, generator=None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """dropout(softmax(q kᵀ / sqrt(D) + mask)) v, the attention weights before the dropout, and
+    the dropout's scale (None when p = 0: no dropout).
 
     q, k, v: (H * R, W, D), head-major: sequence h * R + r is head h of row r. mask: (R, W, W),
     shared by every head: 0 where query i may see key j and -inf where it may not (a later
     position, or another document of the same row), so those weights are exactly 0.
-    Returns y (H * R, W, D) and att (H * R, W, W)."""
+    Returns y (H * R, W, D), att and att_scale (H * R, W, W)."""
     scores = torch.bmm(q, k.mT).view(-1, *mask.shape)  # (H, R, W, W)
     att = torch.softmax(torch.add(mask, scores, alpha=q.shape[-1] ** -0.5), dim=-1)
     att = att.view(q.shape[0], *mask.shape[1:])  # (H * R, W, W)
-    return torch.bmm(att, v), att
+    att_dropped, att_scale = dropout(att, p, generator)
+    return torch.bmm(att_dropped, v), att, att_scale
 
 
 def attention_backward(
-    dy: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, out: Tensor
+    dy: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, out: Tensor, att_scale=None
 ) -> Tensor:
-    """Gradients of q, k, v from dy (all (H * R, W, D)), written into out[0], out[1], out[2]."""
-    datt = torch.bmm(dy, v.mT)  # (H * R, W, W)
-    torch.bmm(att.mT, dy, out=out[2])
+    """Gradients of q, k, v from dy (all (H * R, W, D)), written into out[0], out[1], out[2];
+    `att_scale` is the forward's dropout scale (None: no dropout)."""
+    datt = torch.bmm(dy, v.mT)  # (H * R, W, W), the gradient of the weights after dropout
+    if att_scale is None:
+        torch.bmm(att.mT, dy, out=out[2])
+    else:
+        torch.bmm((att * att_scale).mT, dy, out=out[2])  # dv = dropped weightsᵀ dy
+        datt.mul_(att_scale)  # back through the dropout to the softmax's output
     # softmax backward: dscores = att * (datt - sum_j att_j datt_j); masked pairs stay 0
     dscores = datt.mul_(att)
     dscores.addcmul_(att, dscores.sum(-1, keepdim=True), value=-1)
