@@ -20,6 +20,7 @@ class Progress:
         self._start = time.perf_counter()
         self._last_draw = 0.0
         self._updates = 0  # steps seen by this process (a resumed run starts midway)
+        self._drawn = ""  # the live line now on the terminal
 
     def update(self, step: int, loss: float) -> None:
         self._updates += 1
@@ -30,9 +31,19 @@ class Progress:
                 self._last_draw = now
                 rate = self._updates / max(now - self._start, 1e-9)
                 eta = (self.total - step) / rate
-                self.stream.write(f"\r{line} | {rate:,.0f} steps/s | ETA {eta:4.0f}s\x1b[K")
+                self._drawn = f"{line} | {rate:,.0f} steps/s | ETA {eta:4.0f}s"
+                self.stream.write(f"\r{self._drawn}\x1b[K")
                 self.stream.flush()
         elif step % self.every == 0 or step == self.total:
+            print(line, file=self.stream, flush=True)
+
+    def note(self, line: str) -> None:
+        """A plain line of its own (an evaluation), kept above the live line, which is redrawn
+        below it."""
+        if self.live:
+            self.stream.write(f"\r{line}\x1b[K\n{self._drawn}")
+            self.stream.flush()
+        else:
             print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
