@@ -196,6 +196,7 @@ def test_eval_every_writes_records_and_lines(tmp_path, capsys, text_file):
     m = tmp_path / "m.jsonl"
     argv = ["train", "--data", "stream", "--input", str(text_file), *SMALL_FLAGS]
     argv += ["--steps", "6", "--batch-size", "2", "--eval-every", "3", "--metrics", str(m)]
+    argv += ["--val-docs", "1000"]  # all windows
     assert main([*argv, "--log-every", "100", "--length", "20"]) == 0
     out = capsys.readouterr().out
     records = [json.loads(line) for line in open(m)]
@@ -209,6 +210,7 @@ def test_eval_every_writes_records_and_lines(tmp_path, capsys, text_file):
     n_windows = (len(text_file.read_text()) - int(len(text_file.read_text()) * 0.9) - 1) // 8
     assert summary["val_tokens"] == 8 * n_windows
     # equal windows: the per-document mean over all of them is the per-token mean
+    assert summary["val_loss"] == pytest.approx(summary["val_loss_per_token"], rel=1e-12)
     assert "step 3/6 | val loss " in out and "bits/char" in out
     assert "val per token" in out and f"{n_windows} held-out windows" in out
     sample_text = out.split("characters after the prompt):\n", 1)[1]
@@ -340,3 +342,23 @@ def test_plot_errors_are_one_line(tmp_path, capsys, content, match):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err and "Traceback" not in err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_an_evaluation_line_keeps_the_live_line_below_it():
+    import io
+
+    from microgpt.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    p = Progress(10, stream=tty)
+    p.update(5, 2.0)
+    p.note("step  5/10 | val loss 1.5")
+    p.close()
+    lines = tty.getvalue().split("\n")
+    assert lines[0].endswith("step  5/10 | val loss 1.5\x1b[K")  # the live line overwritten
+    assert lines[1].startswith("step  5/10 | loss 2.000000 |")  # and drawn again below
+    assert lines[2] == ""
