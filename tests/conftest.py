@@ -25,7 +25,7 @@ def read_metrics(path):
     import json
 
     records = [json.loads(line) for line in open(path)]
-    return [r["loss"] for r in records if "step" in r], records[-1]
+    return [r["loss"] for r in records if "loss" in r], records[-1]
 
 
 def assert_sigkill_resume_is_exact(tmp_path, train_args, steps, save_every):

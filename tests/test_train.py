@@ -100,7 +100,7 @@ def test_resume_continues_exactly(tmp_path, capsys):
         if step == 12:
             raise KeyboardInterrupt
 
-    tc = TrainConfig(steps=30)
+    tc = TrainConfig(steps=30, eval_docs=20)
     config, prep = prepare(None, SMALL, tc)
     with pytest.raises(KeyboardInterrupt):
         train("scalar", config, tc, prep, out=ckpt, save_every=5, on_step=interrupt_at_12)
@@ -116,7 +116,9 @@ def test_resume_continues_exactly(tmp_path, capsys):
 
 
 def _flags(model_args):
-    return [x for k, v in model_args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    """The model flags, and a per-token evaluation over 20 held-out names instead of all."""
+    flags = [x for k, v in model_args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [*flags, "--eval-docs", "20"]
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):

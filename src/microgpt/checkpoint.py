@@ -31,7 +31,7 @@ GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key:
 class Checkpoint:
     model: ModelConfig
     train: TrainConfig
-    chars: str  # the vocabulary, BOS excluded
+    chars: str  # the vocabulary, BOS excluded (a stream's has none)
     step: int  # training steps done
     state: dict[str, dict[str, Matrix]]  # {"weights" | "adam_m" | "adam_v": {name: rows}}
     losses: list[float]  # per-step training loss of steps 1..step
@@ -103,7 +103,8 @@ def load(path: str | Path) -> Checkpoint:
         random.Random().setstate(ckpt.rng_state)  # raises on a malformed state
     except (KeyError, ValueError, TypeError, UserError) as e:
         raise UserError(f"checkpoint {path} is corrupt or incompatible ({e})") from None
-    if len(ckpt.chars) + 1 != model.vocab_size or len(ckpt.losses) != ckpt.step:
+    bos = 1 if train.data == "lines" else 0  # a stream's vocabulary has no BOS
+    if len(ckpt.chars) + bos != model.vocab_size or len(ckpt.losses) != ckpt.step:
         raise UserError(f"checkpoint {path} is inconsistent: its vocabulary or step count is off")
     return ckpt
 

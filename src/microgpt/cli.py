@@ -1,4 +1,4 @@
-"""The `microgpt` command: `train`, `sample` and `ablate`.
+"""The `microgpt` command: `train`, `sample`, `ablate` and `plot`.
 
 `main(argv)` is a plain function (tests call it directly). Bad input of any kind ends in one
 line on stderr and exit status 2, with no traceback.
@@ -64,24 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a plain line every K steps (default: a live line on a terminal, "
         "else every 5%% of the run)",
     )
-    g.add_argument(
-        "--num-samples", metavar="K", type=int_at_least(0), default=20, help="names to sample (20)"
-    )
-    g.add_argument(
-        "--temperature", metavar="T", type=number, default=0.5, help="sampling temperature (0.5)"
-    )
+    add_sampling_flags(g)
 
     s = sub.add_parser(
         "sample", help="sample from a checkpoint", description="Sample documents from a checkpoint."
     )
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint from --out")
     add_mode_flags(s, None)
-    s.add_argument(
-        "--num-samples", metavar="K", type=int_at_least(0), default=20, help="how many (default 20)"
-    )
-    s.add_argument(
-        "--temperature", metavar="T", type=number, default=0.5, help="sampling temperature (0.5)"
-    )
+    add_sampling_flags(s)
     s.add_argument(
         "--seed",
         metavar="S",
@@ -89,11 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed a fresh RNG (default: continue the run's own RNG stream, which "
         "repeats the samples `train` printed)",
     )
-    s.add_argument("--prompt", default="", help="text every sample starts with")
+
+    pl = sub.add_parser(
+        "plot",
+        help="plot training and validation curves of --metrics files",
+        description="Plot the smoothed training loss and the held-out loss of one or more "
+        "runs' --metrics files on one PNG.",
+    )
+    pl.add_argument("metrics", nargs="+", metavar="METRICS.jsonl", help="--metrics files")
+    pl.add_argument("--out", default="curves.png", metavar="PNG", help="(default curves.png)")
 
     add_ablate_parser(sub)
     t.set_defaults(run=cmd_train)
     s.set_defaults(run=cmd_sample)
+    pl.set_defaults(run=cmd_plot)
     return p
 
 
@@ -108,6 +107,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         recipe.apply(commands.choices[args.command], args.config)
         args = parser.parse_args(argv)
     return args
+
+
+DEFAULT_LENGTH = 200  # characters a stream sample continues its prompt by
+
+
+def add_sampling_flags(g) -> None:
+    g.add_argument(
+        "--num-samples",
+        metavar="K",
+        type=int_at_least(0),
+        help="how many samples (default: 20 names; 1 in stream mode)",
+    )
+    g.add_argument(
+        "--temperature", metavar="T", type=number, default=0.5, help="sampling temperature (0.5)"
+    )
+    g.add_argument(
+        "--top-k",
+        metavar="K",
+        type=int_at_least(1),
+        help="draw each token from the K most likely only (default: all)",
+    )
+    g.add_argument(
+        "--prompt",
+        help="text every sample starts with (default: none; in stream mode a newline)",
+    )
+    g.add_argument(
+        "--length",
+        metavar="N",
+        type=int_at_least(1),
+        help=f"stream mode: characters to sample after the prompt (default {DEFAULT_LENGTH})",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +186,8 @@ def resolve_configs(
 
 def cmd_train(args: argparse.Namespace) -> int:
     from microgpt.progress import Progress
-    from microgpt.sample import check_temperature, sample
-    from microgpt.train import MetricsWriter, prepare, train
+    from microgpt.sample import check_temperature
+    from microgpt.train import MetricsWriter, bits, prepare, train
 
     options = tensor_options(args)
     check_temperature(args.temperature)
@@ -184,9 +214,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "pass a larger --steps to extend it"
             )
 
+    sampler = Sampler(args, tc.data, prep.tokenizer)
+    if tc.data == "stream":
+        data = (
+            f"{len(prep.split.train[0]):,} training characters / {len(prep.split.val):,} "
+            f"held-out windows of {config.block_size + 1}"
+        )
+    else:
+        data = f"{len(prep.split.train):,} training / {len(prep.split.val):,} held-out documents"
     print(
-        f"microgpt train: {args.mode} mode{where}, {config.num_params():,} parameters, "
-        f"{len(prep.split.train):,} training / {len(prep.split.val):,} held-out documents, "
+        f"microgpt train: {args.mode} mode{where}, {config.num_params():,} parameters, {data}, "
         f"vocabulary {config.vocab_size}" + (f", resuming at step {ckpt.step}" if ckpt else ""),
         flush=True,
     )
@@ -197,6 +234,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     metrics = MetricsWriter(args.metrics) if args.metrics else None
     progress = Progress(tc.steps, every=args.log_every)
+
+    def on_eval(step: int, val_loss: float) -> None:
+        progress.note(
+            f"step {step:{len(str(tc.steps))}d}/{tc.steps} | val loss {val_loss:.6f} "
+            f"| {bits(val_loss):.4f} bits/char (per token, held out)"
+        )
+
     try:
         gpt, result = train(
             args.mode,
@@ -209,6 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_every=args.save_every or 0,
             metrics=metrics,
             on_step=progress.update,
+            on_eval=on_eval,
         )
     except BaseException:
         progress.close()
@@ -220,20 +265,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     s = result.summary()
     print(f"final loss     {s['final_loss']:.6f}  (step {tc.steps})")
     print(f"mean last {s['last_n']:<4d} {s['mean_last_n']:.6f}")
+    unit = "windows" if tc.data == "stream" else "documents"
     if s["val_loss"] is not None:
         n_val = min(tc.val_docs, len(prep.split.val))
-        print(f"val loss       {s['val_loss']:.6f}  ({n_val} held-out documents)")
+        print(f"val loss       {s['val_loss']:.6f}  ({n_val} held-out {unit})")
+    if s["val_loss_per_token"] is not None:
+        n_eval = len(prep.split.val[: tc.eval_docs])
+        print(
+            f"val per token  {s['val_loss_per_token']:.6f}  = {s['val_bpc']:.4f} bits/char "
+            f"({s['val_tokens']:,} tokens of {n_eval:,} held-out {unit})"
+        )
     print(
         f"speed          {s['steps_per_s']:,.1f} steps/s, {s['tokens_per_s']:,.0f} tokens/s "
         "(training loop only)"
     )
     if args.out:
         print(f"checkpoint     {args.out}")
-    samples = [
-        sample(gpt, prep.tokenizer, prep.rng, args.temperature) for _ in range(args.num_samples)
-    ]
-    for i, name in enumerate(samples, 1):
-        print(f"sample {i:2d}: {name}")
+    samples = sampler.draw(gpt, prep.rng)
+    if tc.data == "stream":
+        for i, text in enumerate(samples, 1):
+            print(f"sample {i} ({len(text) - len(sampler.prompt)} characters after the prompt):")
+            print(text)
+    else:
+        for i, name in enumerate(samples, 1):
+            print(f"sample {i:2d}: {name}")
     if metrics:
         metrics.finish({**s, "samples": samples})
     return 0
@@ -250,20 +305,61 @@ def _check_writable(path: str) -> None:
 # sample ----------------------------------------------------------------------------------------
 
 
+class Sampler:
+    """The sampling flags, checked before any work: `draw(gpt, rng)` gives the samples."""
+
+    def __init__(self, args: argparse.Namespace, data: str, tokenizer):
+        from microgpt.sample import check_temperature
+
+        check_temperature(args.temperature)
+        self.data, self.tokenizer = data, tokenizer
+        self.temperature, self.top_k = args.temperature, args.top_k
+        stream = data == "stream"
+        if args.length is not None and not stream:
+            raise UserError("--length applies to stream mode only (--data stream)")
+        self.num_samples = args.num_samples if args.num_samples is not None else 1 if stream else 20
+        self.length = args.length or DEFAULT_LENGTH
+        self.prompt = args.prompt if args.prompt is not None else "\n" if stream else ""
+        if stream and not self.prompt:
+            raise UserError("in stream mode --prompt needs at least one character")
+        tokenizer.encode(self.prompt)  # an unknown character is an error before any work
+
+    def draw(self, gpt, rng: random.Random) -> list[str]:
+        from microgpt.sample import sample, sample_stream
+
+        if self.data == "stream":
+            args = (self.temperature, self.prompt, self.length, self.top_k)
+            return [sample_stream(gpt, self.tokenizer, rng, *args) for _ in range(self.num_samples)]
+        args = (self.temperature, self.prompt, self.top_k)
+        return [sample(gpt, self.tokenizer, rng, *args) for _ in range(self.num_samples)]
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from microgpt.data import Tokenizer
     from microgpt.modes import make_gpt
-    from microgpt.sample import check_temperature, sample
 
-    check_temperature(args.temperature)
     ckpt = checkpoint.load(args.checkpoint)
     args.mode = args.mode or ckpt.mode
-    tokenizer = Tokenizer(ckpt.chars)
-    tokenizer.encode(args.prompt)  # an unknown character is an error before any work
+    sampler = Sampler(args, ckpt.train.data, Tokenizer.for_data(ckpt.chars, ckpt.train.data))
     gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], ckpt.train, tensor_options(args))
     rng = random.Random(args.seed)
     if args.seed is None:
         rng.setstate(ckpt.rng_state)
-    for _ in range(args.num_samples):
-        print(sample(gpt, tokenizer, rng, args.temperature, args.prompt))
+    for i, text in enumerate(sampler.draw(gpt, rng)):
+        if sampler.data == "stream" and i:
+            print("---")
+        print(text)
+    return 0
+
+
+# plot ------------------------------------------------------------------------------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from microgpt.curves import plot_runs, read_run
+
+    _check_writable(args.out)
+    runs = [read_run(path) for path in args.metrics]
+    plot_runs(runs, args.out)
+    print(f"wrote {args.out} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
     return 0

@@ -35,6 +35,11 @@ class GPT(Protocol):
     def eval_loss(self, docs: list[list[int]]) -> float:
         """The same loss, without gradients or an update."""
 
+    def eval_token_loss(self, docs: list[list[int]]) -> tuple[float, int]:
+        """The sum over every predicted token of every document (each cut to block_size
+        predictions, as in training) of -log p(token), and how many tokens that is: their
+        ratio is the per-token loss. No gradients, no update."""
+
     def logits(self, tokens: list[int]) -> list[float]:
         """Next-token logits after the context `tokens` (1 to block_size tokens)."""
 

@@ -20,13 +20,20 @@ class LiveLine:
         self.stream = stream
         self.interval = interval
         self._last_draw = 0.0
+        self.text = ""  # what the line shows now
 
     def draw(self, text: str, force: bool = False) -> None:
         now = time.perf_counter()
         if force or now - self._last_draw >= self.interval:
             self._last_draw = now
+            self.text = text
             self.stream.write(f"\r{text}\x1b[K")
             self.stream.flush()
+
+    def above(self, line: str) -> None:
+        """Print `line` on its own, keeping the live line below it."""
+        self.stream.write(f"\r{line}\x1b[K\n{self.text}")
+        self.stream.flush()
 
     def clear(self) -> None:
         """Erase the line, leaving the cursor at its start."""
@@ -60,6 +67,14 @@ class Progress:
             eta = (self.total - step) / rate
             self.live.draw(f"{line} | {rate:,.0f} steps/s | ETA {eta:4.0f}s", step == self.total)
         elif step % self.every == 0 or step == self.total:
+            print(line, file=self.stream, flush=True)
+
+    def note(self, line: str) -> None:
+        """A plain line of its own (an evaluation), kept above the live line, which is redrawn
+        below it."""
+        if self.live is not None:
+            self.live.above(line)
+        else:
             print(line, file=self.stream, flush=True)
 
     def close(self) -> None:

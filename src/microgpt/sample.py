@@ -1,4 +1,9 @@
-"""Sampling names from a trained model with the seeded Python RNG (the same in both modes)."""
+"""Sampling from a trained model with the seeded Python RNG (the same in both modes).
+
+lines: a document from BOS to BOS (the reference). stream: a continuation of a prompt, a fixed
+number of characters, each drawn from the last block_size tokens of context. `top_k` keeps the k
+most likely tokens of each draw; without it the draws are the reference's, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +26,22 @@ def softmax_probs(logits: list[float], temperature: float) -> list[float]:
     return [e * inv_total for e in exps]
 
 
+def keep_top_k(probs: list[float], k: int | None) -> list[float]:
+    """`probs` with all but the k largest set to 0 (ties: the lower token id first); the rest
+    need no renormalising, since `rng.choices` divides by the total weight."""
+    if k is None or k >= len(probs):
+        return probs
+    keep = set(sorted(range(len(probs)), key=lambda i: -probs[i])[:k])
+    return [p if i in keep else 0.0 for i, p in enumerate(probs)]
+
+
 def sample(
-    gpt: GPT, tokenizer: Tokenizer, rng: random.Random, temperature: float, prompt: str = ""
+    gpt: GPT,
+    tokenizer: Tokenizer,
+    rng: random.Random,
+    temperature: float,
+    prompt: str = "",
+    top_k: int | None = None,
 ) -> str:
     """One document: start from BOS (then the prompt), draw each next token with
     `rng.choices`, stop at BOS or when the context is full. Returns prompt + continuation."""
@@ -33,10 +52,34 @@ def sample(
     out = []
     candidates = range(tokenizer.vocab_size)
     while len(context) <= block_size:
-        probs = softmax_probs(gpt.logits(context), temperature)
+        probs = keep_top_k(softmax_probs(gpt.logits(context), temperature), top_k)
         token = rng.choices(candidates, weights=probs)[0]
         if token == tokenizer.bos:
             break
+        context.append(token)
+        out.append(token)
+    return prompt + tokenizer.decode(out)
+
+
+def sample_stream(
+    gpt: GPT,
+    tokenizer: Tokenizer,
+    rng: random.Random,
+    temperature: float,
+    prompt: str,
+    length: int,
+    top_k: int | None = None,
+) -> str:
+    """`prompt` and `length` characters drawn after it, each from the last block_size tokens."""
+    context = tokenizer.encode(prompt)
+    if not context:
+        raise UserError("in stream mode --prompt needs at least one character (default: newline)")
+    block_size = gpt.config.block_size
+    candidates = range(tokenizer.vocab_size)
+    out = []
+    for _ in range(length):
+        probs = keep_top_k(softmax_probs(gpt.logits(context[-block_size:]), temperature), top_k)
+        token = rng.choices(candidates, weights=probs)[0]
         context.append(token)
         out.append(token)
     return prompt + tokenizer.decode(out)

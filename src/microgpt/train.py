@@ -1,7 +1,16 @@
 """The training loop, written once for both modes: data, schedule, checkpoints, summary.
 
-`prepare` reads and splits the documents and draws the initial weights; `train` runs the
-steps on a `GPT` (either mode) and returns a `RunResult`. The CLI and `ablate` both use them.
+`prepare` reads and splits the documents (or the stream) and draws the initial weights; `train`
+runs the steps on a `GPT` (either mode) and returns a `RunResult`. The CLI and `ablate` both use
+them.
+
+Held-out figures: `val_loss` is the reference's, the mean over the first `val_docs` held-out
+documents of each one's mean loss; `val_loss_per_token` is the mean over every predicted token of
+the first `eval_docs` (default: all) held-out documents, the figure makemore and nanoGPT print,
+and `val_bpc` is that in bits (/ ln 2). In stream mode the held-out documents are the held-out
+text's non-overlapping windows (`data.held_out_windows`), each predicting block_size tokens.
+`eval_every` K evaluates the per-token figure every K steps as well; evaluation, like saving,
+is not counted as training time.
 """
 
 from __future__ import annotations
@@ -17,7 +26,16 @@ from pathlib import Path
 
 from microgpt import checkpoint
 from microgpt.config import ModelConfig, TrainConfig
-from microgpt.data import Split, Tokenizer, batch_indices, read_documents, shuffle_and_split
+from microgpt.data import (
+    Split,
+    Tokenizer,
+    batch_indices,
+    read_documents,
+    read_stream,
+    shuffle_and_split,
+    split_stream,
+    stream_offsets,
+)
 from microgpt.errors import UserError
 from microgpt.init import Matrix, init_weights
 from microgpt.modes import GPT, TensorOptions, make_gpt
@@ -46,7 +64,16 @@ def prepare(
 ) -> tuple[ModelConfig, Prepared]:
     """Read, shuffle and split the documents, make the config, draw the initial weights.
 
-    The RNG is used in the reference's order: shuffle first, then the weights."""
+    The RNG is used in the reference's order: shuffle first, then the weights. A stream is not
+    shuffled: the weights are the RNG's first use."""
+    if train.data == "stream":
+        text = read_stream(input_path)
+        rng = random.Random(train.seed)
+        tokenizer = Tokenizer.from_text(text)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
+        split = split_stream(text, train.val_fraction, config.block_size)
+        weights = init_weights(config, rng)
+        return config, Prepared(split, tokenizer, fingerprint([text]), input_path, weights, rng)
     docs = read_documents(input_path)
     fp = fingerprint(docs)
     rng = random.Random(train.seed)
@@ -63,7 +90,9 @@ class RunResult:
     train: TrainConfig
     mode: str
     losses: list[float] = field(default_factory=list)  # per step, from step 1
-    val_loss: float | None = None
+    val_loss: float | None = None  # per document, the reference's
+    val_loss_per_token: float | None = None  # over the eval_docs held-out documents
+    val_tokens: int = 0  # the tokens val_loss_per_token averages over
     steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
     tokens_per_s: float = 0.0  # target tokens trained on per second
     seconds: float = 0.0
@@ -78,6 +107,9 @@ class RunResult:
             "mean_last_n": self.mean_last_n(),
             "last_n": min(self.train.last_n, len(self.losses)),
             "val_loss": self.val_loss,
+            "val_loss_per_token": self.val_loss_per_token,
+            "val_bpc": bits(self.val_loss_per_token),
+            "val_tokens": self.val_tokens,
             "steps_per_s": self.steps_per_s,
             "tokens_per_s": self.tokens_per_s,
             "train_seconds": self.seconds,
@@ -103,6 +135,11 @@ class MetricsWriter:
     def step(self, step: int, loss: float, lr: float) -> None:
         self._f.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
 
+    def eval(self, step: int, val_loss: float) -> None:
+        """A held-out evaluation: `val_loss` is per token (see the module's docstring)."""
+        self._f.write(json.dumps({"step": step, "val_loss": val_loss, "val_bpc": bits(val_loss)}))
+        self._f.write("\n")
+
     def finish(self, summary: dict) -> None:
         self._f.write(json.dumps({"summary": True, **summary}) + "\n")
         self._f.close()
@@ -113,6 +150,34 @@ class MetricsWriter:
 
 
 StepCallback = Callable[[int, float], None]
+EvalCallback = Callable[[int, float], None]  # (step, per-token held-out loss)
+
+
+def bits(loss: float | None) -> float | None:
+    """A loss in nats as bits (per character, for character-level data)."""
+    return None if loss is None else loss / math.log(2)
+
+
+def token_data(prep: Prepared, tc: TrainConfig, block_size: int):
+    """The encoded data a run reads: `step_docs(step)`, the documents of a step, and the
+    held-out documents. lines: the step's documents in order (`batch_indices`); stream: the
+    step's windows of block_size + 1 tokens of the training text (`stream_offsets`)."""
+    tokenizer = prep.tokenizer
+    if tc.data == "stream":
+        train_tokens = tokenizer.encode(prep.split.train[0])
+        T = block_size
+
+        def step_docs(step: int) -> list[list[int]]:
+            offsets = stream_offsets(tc.seed, step, tc.batch_size, len(train_tokens), T)
+            return [train_tokens[o : o + T + 1] for o in offsets]
+
+        return step_docs, [tokenizer.encode(w) for w in prep.split.val]
+    train_docs = [tokenizer.encode_document(d) for d in prep.split.train]
+
+    def step_docs(step: int) -> list[list[int]]:
+        return [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
+
+    return step_docs, [tokenizer.encode_document(d) for d in prep.split.val]
 
 
 def train(
@@ -126,6 +191,7 @@ def train(
     save_every: int = 0,
     metrics: MetricsWriter | None = None,
     on_step: StepCallback | None = None,
+    on_eval: EvalCallback | None = None,
 ) -> tuple[GPT, RunResult]:
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
     result = RunResult(config=config, train=tc, mode=mode)
@@ -136,9 +202,10 @@ def train(
             for i, loss in enumerate(result.losses):
                 metrics.step(i + 1, loss, lr_at(i, tc))
 
-    encode = prep.tokenizer.encode_document
-    train_docs = [encode(d) for d in prep.split.train]
-    val_docs = [encode(d) for d in prep.split.val[: tc.val_docs]]
+    step_docs, held_out = token_data(prep, tc, config.block_size)
+    val_docs = held_out[: tc.val_docs]
+    eval_docs = held_out[: tc.eval_docs]  # None: all
+    last_eval = None  # (step, total loss, tokens) of the latest held-out evaluation
     saved_at = resume.step if resume else None
 
     def save(step: int) -> None:
@@ -149,7 +216,7 @@ def train(
     first_step, tokens = len(result.losses), 0
     start = time.perf_counter()
     for step in range(first_step, tc.steps):
-        docs = [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
+        docs = step_docs(step)
         lr = lr_at(step, tc)
         loss = gpt.train_step(docs, lr)
         if not math.isfinite(loss):
@@ -164,6 +231,15 @@ def train(
             start += time.perf_counter() - paused  # saving is not training time
         if on_step:
             on_step(step + 1, loss)
+        if tc.eval_every and (step + 1) % tc.eval_every == 0 and eval_docs:
+            paused = time.perf_counter()
+            last_eval = (step + 1, *gpt.eval_token_loss(eval_docs))
+            val_loss = last_eval[1] / last_eval[2]
+            if metrics:
+                metrics.eval(step + 1, val_loss)
+            if on_eval:
+                on_eval(step + 1, val_loss)
+            start += time.perf_counter() - paused  # evaluating is not training time
     loop_seconds = time.perf_counter() - start
     steps_run = tc.steps - first_step
     if steps_run and loop_seconds > 0:
@@ -172,6 +248,11 @@ def train(
         result.seconds = loop_seconds
     if val_docs:
         result.val_loss = gpt.eval_loss(val_docs)
+    if eval_docs:
+        if last_eval is None or last_eval[0] != tc.steps:
+            last_eval = (tc.steps, *gpt.eval_token_loss(eval_docs))
+        result.val_loss_per_token = last_eval[1] / last_eval[2]
+        result.val_tokens = last_eval[2]
     if out:
         save(tc.steps)
     return gpt, result

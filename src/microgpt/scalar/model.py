@@ -222,6 +222,18 @@ class ScalarGPT:
         with _no_cycle_collection():
             return sum(self.document_loss(d).data for d in docs) / len(docs)
 
+    def eval_token_loss(self, docs: list[list[int]]) -> tuple[float, int]:
+        total, count = 0.0, 0
+        with _no_cycle_collection():
+            for d in docs:
+                inputs, targets = training_pairs(d, self.config.block_size)
+                keys = [[] for _ in range(self.config.n_layer)]
+                values = [[] for _ in range(self.config.n_layer)]
+                for pos, (tok, target) in enumerate(zip(inputs, targets)):
+                    total += cross_entropy(self.forward(tok, pos, keys, values), target).data
+                count += len(targets)
+        return total, count
+
     def logits(self, tokens: list[int]) -> list[float]:
         """Next-token logits after the context `tokens` (1 to block_size of them)."""
         if not 1 <= len(tokens) <= self.config.block_size:

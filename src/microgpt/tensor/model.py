@@ -54,6 +54,7 @@ from microgpt.tensor.packing import Batch, Packer
 from microgpt.tensor.params import FlatLayout
 
 EVAL_CHUNK = 1024  # documents per forward pass in eval_loss
+EVAL_POSITIONS = 2**15  # eval_token_loss: up to this many documents x block_size per pass
 
 
 @dataclass
@@ -337,6 +338,19 @@ class TensorGPT:
             logits = self._logits(self._forward(batch, self._views, None), self._views)
             total += cross_entropy(logits, batch.targets, batch.neg_weights).item()
         return total
+
+    @torch.no_grad()
+    def eval_token_loss(self, docs: list[list[int]]) -> tuple[float, int]:
+        self._refresh_compute_weights()
+        total = 0.0
+        chunk = max(1, EVAL_POSITIONS // self.config.block_size)
+        for start in range(0, len(docs), chunk):
+            batch = self.packer.pack(docs[start : start + chunk], divisor=1)
+            logits = self._logits(self._forward(batch, self._views, None), self._views)
+            logp = torch.log_softmax(logits, dim=-1).gather(1, batch.targets)  # (N, 1)
+            real = batch.weights > 0  # padding weighs 0
+            total -= torch.where(real, logp, 0).sum(dtype=torch.float64).item()
+        return total, sum(min(self.config.block_size, len(d) - 1) for d in docs)
 
     @torch.no_grad()
     def logits(self, tokens: list[int]) -> list[float]:
