@@ -29,7 +29,7 @@ from microgpt.flags import (
     tensor_options,
     train_args,
 )
-from microgpt.modes import check_tensor_options
+from microgpt.modes import check_tensor_options, check_train_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     where = f" ({check_tensor_options(options)})" if options is not None else ""
     ckpt = checkpoint.load(args.resume) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
+    check_train_options(args.mode, tc)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
     config, prep = prepare(input_path, model_args, tc)
     if ckpt is not None:

@@ -29,6 +29,7 @@ from microgpt.flags import (
     tensor_options,
     train_args,
 )
+from microgpt.modes import check_train_options
 
 DEFAULT_SEEDS = 5
 
@@ -150,6 +151,7 @@ def make_study(args: argparse.Namespace):
     fixed = {k: getattr(defaults, k) for k in SIZE_FLAGS}
     fixed |= {k: v for k, v in defaults.design().items() if k not in varied}
     tc = TrainConfig(**fixed_train)
+    check_train_options(args.mode, tc)
     for level in levels_of(varied):  # every level must make a valid model and schedule
         knobs = level.flags()
         ModelConfig(

@@ -51,7 +51,7 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
 
     from microgpt.modes import make_gpt
     from microgpt.schedule import lr_at
-    from microgpt.train import prepare
+    from microgpt.train import prepare, token_data
 
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
@@ -64,9 +64,7 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
             continue
         config, prep = prepare(task.input_path, task.model_args, task.train)
         gpt = make_gpt(task.mode, config, prep.weights, task.train, task.tensor)
-        docs = [
-            prep.tokenizer.encode_document(d) for d in prep.split.train[: task.train.batch_size]
-        ]
+        docs = token_data(prep, task.train, config.block_size)[0](0)  # the first step's
         gpt.train_step(docs, lr_at(0, task.train))  # warm-up
         start = time.perf_counter()
         for _ in range(probe_steps):
