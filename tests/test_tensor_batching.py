@@ -1,9 +1,11 @@
 """Packing is exact: a batch's loss and gradient are the means of its documents' own, and no
-document sees another (or the padding) through attention."""
+document sees another (or the padding) through attention, in every design (with RoPE too:
+positions restart at 0 in each document)."""
 
 import random
 
 import pytest
+from designs import DESIGNS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,15 +20,9 @@ from microgpt.tensor.packing import plan_rows  # noqa: E402
 VOCAB, BLOCK = 8, 8
 
 
-def model(n_layer=2, tie=False, norm=True, seed=0) -> TensorGPT:
+def model(design: dict | None = None, n_layer=2, seed=0) -> TensorGPT:
     config = ModelConfig(
-        vocab_size=VOCAB,
-        n_layer=n_layer,
-        n_embd=8,
-        n_head=2,
-        block_size=BLOCK,
-        tie_lm_head=tie,
-        input_rmsnorm=norm,
+        vocab_size=VOCAB, n_layer=n_layer, n_embd=8, n_head=2, block_size=BLOCK, **(design or {})
     )
     weights = init_weights(config, random.Random(seed))
     return TensorGPT(config, weights, TrainConfig(), TensorOptions(device="cpu", dtype="float64"))
@@ -77,9 +73,12 @@ def test_batch_is_packed_with_little_padding():
 # exactness ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tie,norm", [(False, True), (True, False)])
-def test_batch_loss_and_gradient_are_means_over_documents(tie, norm):
-    t = model(tie=tie, norm=norm)
+by_design = pytest.mark.parametrize("design", DESIGNS.values(), ids=DESIGNS.keys())
+
+
+@by_design
+def test_batch_loss_and_gradient_are_means_over_documents(design):
+    t = model(design)
     docs = docs_of([3, 1, 7, 5, 2, 9, 4, 4])
     batch_loss, batch_grad = loss_and_grad(t, docs)
     singles = [loss_and_grad(t, [d]) for d in docs]
@@ -101,9 +100,10 @@ def test_document_gradient_does_not_depend_on_its_neighbours():
     torch.testing.assert_close(ab - ac, (gb - gc) / 2, rtol=1e-9, atol=1e-14)
 
 
-def test_packed_positions_equal_each_document_run_alone():
+@by_design
+def test_packed_positions_equal_each_document_run_alone(design):
     """The hidden state of every real position in a packed batch equals the document's own."""
-    t = model()
+    t = model(design)
     docs = docs_of([2, 5, 1, 3, 6, 2, 2], seed=2)
     batch = t.packer.pack(docs)
     with torch.no_grad():
@@ -120,9 +120,10 @@ def test_packed_positions_equal_each_document_run_alone():
             offset += n
 
 
-def test_padding_contributes_nothing():
+@by_design
+def test_padding_contributes_nothing(design):
     """Changing what a padding slot holds changes no loss and no gradient."""
-    t = model()
+    t = model(design)
     docs = docs_of([3, 5, 1], seed=3)  # n = 4, 6, 2: rows 6 + 2 and 4 (+ 4 padding)
     batch = t.packer.pack(docs)
     assert batch.rows * batch.width > sum(len(d) - 1 for d in docs)

@@ -5,8 +5,10 @@ Reads beside `microgpt.scalar.model`: the same weights (`wte`, `wpe`, `lm_head`,
 work: documents are packed into rows (`packing.py`), every position of every row goes through
 each matrix at once, and a block-diagonal causal mask stands in for the growing key/value cache.
 
-There is no autograd. `_forward` keeps the activations the backward needs, and `_backward` walks
-the layers in reverse, writing each weight gradient straight into one flat gradient buffer
+There is no autograd. Each block is a forward/backward pair (`_attention` and
+`_attention_backward`, `_mlp` and `_mlp_backward`) over a small dataclass naming the activations
+the backward needs (`AttentionActs`, `MLPActs`); `_backward` walks the layers in reverse,
+writing each weight gradient straight into one flat gradient buffer
 (`params.py`) that a flat Adam (`optim.py`) then applies. At batch size 1 a step is about a
 hundred tiny kernels, so per-op overhead is the cost: the same model through autograd measured
 about 2.5x slower per step. Every gradient is checked against scalar mode and autograd in the
