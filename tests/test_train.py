@@ -1,6 +1,7 @@
 """Training: the loss falls, runs repeat bit for bit, checkpoints round-trip, and a run killed
 with SIGKILL and resumed gives the same per-step losses as one never interrupted."""
 
+import json
 import random
 
 import pytest
@@ -200,3 +201,36 @@ def test_resume_with_more_steps_extends_the_run(tmp_path, capsys, first, then):
     assert "differs from the checkpoint's 8: drop --steps to resume, give more than 8" in (
         capsys.readouterr().err
     )
+
+
+def test_keep_best_keeps_the_lowest_held_out_loss(tmp_path, capsys):
+    """A constant learning rate too high for this tiny model: the held-out loss is lowest at
+    an early evaluation, so the best checkpoint must be that one, not the last. Then a run
+    stopped at 20 steps and extended to 40 keeps comparing against the best it kept."""
+    argv = ["train", "--n-embd", "8", "--n-head", "2", "--eval-every", "5", "--eval-docs", "30"]
+    argv += ["--num-samples", "0", "--lr-schedule", "constant", "--learning-rate", "0.1"]
+    out, log = tmp_path / "run.safetensors", tmp_path / "m.jsonl"
+    assert (
+        main([*argv, "--steps", "40", "--out", str(out), "--keep-best", "--metrics", str(log)]) == 0
+    )
+    stdout = capsys.readouterr().out
+    evals = [r for r in map(json.loads, open(log)) if "val_loss" in r and "step" in r]
+    assert [e["step"] for e in evals] == list(range(5, 41, 5))
+    best = min(evals, key=lambda e: e["val_loss"])
+    assert best["step"] < 40  # the point of keeping the best
+    kept = checkpoint.load(tmp_path / "run.best.safetensors")
+    assert kept.step == best["step"] and kept.val_loss == best["val_loss"]
+    assert f"run.best.safetensors  (val per token {best['val_loss']:.6f})" in stdout
+    assert checkpoint.load(out).step == 40
+    assert main(["sample", "--checkpoint", str(tmp_path / "run.best.safetensors")]) == 0
+
+    staged = tmp_path / "staged.safetensors"
+    assert main([*argv, "--steps", "20", "--out", str(staged), "--keep-best"]) == 0
+    assert main([*argv, "--steps", "40", "--resume", str(staged), "--keep-best"]) == 0
+    again = checkpoint.load(tmp_path / "staged.best.safetensors")
+    assert (again.step, again.val_loss) == (kept.step, kept.val_loss)
+
+
+def test_keep_best_needs_out(capsys):
+    assert main(["train", "--keep-best", "--steps", "2"]) == 2
+    assert "--keep-best needs --out" in capsys.readouterr().err

@@ -39,6 +39,7 @@ class Checkpoint:
     data_fingerprint: str  # see microgpt.data.fingerprint
     input_path: str | None  # None: the bundled names
     mode: str  # the mode that wrote it
+    val_loss: float | None = None  # per-token held-out loss at `step`, if evaluated (--keep-best)
 
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
@@ -60,6 +61,8 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "input_path": json.dumps(ckpt.input_path),
         "mode": ckpt.mode,
     }
+    if ckpt.val_loss is not None:
+        metadata["val_loss"] = json.dumps(ckpt.val_loss)
     try:
         tensorfile.write_atomic(path, tensorfile.dumps(tensors, metadata))
     except OSError as e:
@@ -99,6 +102,7 @@ def load(path: str | Path) -> Checkpoint:
             data_fingerprint=meta["data_fingerprint"],
             input_path=json.loads(meta["input_path"]),
             mode=meta["mode"],
+            val_loss=json.loads(meta["val_loss"]) if "val_loss" in meta else None,
         )
         random.Random().setstate(ckpt.rng_state)  # raises on a malformed state
     except (KeyError, ValueError, TypeError, UserError) as e:

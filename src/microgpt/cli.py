@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-every", type=int_at_least(1), metavar="K", help="also save every K steps"
     )
     g.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="also keep CKPT's best version, CKPT with .best before its suffix: rewritten "
+        "whenever a held-out evaluation (--eval-every, and the end) is the lowest so far",
+    )
+    g.add_argument(
         "--resume",
         metavar="CKPT",
         help="continue the run saved in CKPT exactly (and save to it, unless --out)",
@@ -194,7 +200,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.out = args.out or args.resume  # a resumed run goes on saving where it was saved
     if args.save_every and not args.out:
         raise UserError("--save-every needs --out CKPT to save to")
-    for path in (args.out, args.metrics):
+    if args.keep_best and not args.out:
+        raise UserError("--keep-best needs --out CKPT: the best checkpoint goes beside it")
+    best_path = best_checkpoint_path(args.out) if args.keep_best else None
+    for path in (args.out, args.metrics, best_path):
         if path:
             _check_writable(path)
     where = f" ({check_tensor_options(options)})" if options is not None else ""
@@ -255,6 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             metrics=metrics,
             on_step=progress.update,
             on_eval=on_eval,
+            keep_best=best_path,
         )
     except BaseException:
         progress.close()
@@ -282,6 +292,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.out:
         print(f"checkpoint     {args.out}")
+    if best_path and result.best_val_loss is not None:
+        print(f"best           {best_path}  (val per token {result.best_val_loss:.6f})")
     samples = sampler.draw(gpt, prep.rng)
     if tc.data == "stream":
         for i, text in enumerate(samples, 1):
@@ -293,6 +305,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics:
         metrics.finish({**s, "samples": samples})
     return 0
+
+
+def best_checkpoint_path(out: str) -> str:
+    """`run.safetensors` -> `run.best.safetensors` (`run` -> `run.best`)."""
+    root, ext = os.path.splitext(out)
+    return f"{root}.best{ext}"
 
 
 def _check_writable(path: str) -> None:

@@ -93,6 +93,7 @@ class RunResult:
     val_loss: float | None = None  # per document, the reference's
     val_loss_per_token: float | None = None  # over the eval_docs held-out documents
     val_tokens: int = 0  # the tokens val_loss_per_token averages over
+    best_val_loss: float | None = None  # with keep_best: the lowest per-token held-out loss seen
     steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
     tokens_per_s: float = 0.0  # target tokens trained on per second
     seconds: float = 0.0
@@ -192,7 +193,11 @@ def train(
     metrics: MetricsWriter | None = None,
     on_step: StepCallback | None = None,
     on_eval: EvalCallback | None = None,
+    keep_best: str | Path | None = None,
 ) -> tuple[GPT, RunResult]:
+    """Train from `prep` (or from `resume`) to `tc.steps`. `out`: save the checkpoint there at
+    the end (and every `save_every` steps). `keep_best`: a second checkpoint, rewritten whenever
+    a held-out evaluation (every `tc.eval_every` steps, and at the end) is the best so far."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
     result = RunResult(config=config, train=tc, mode=mode)
     if resume is not None:
@@ -207,11 +212,19 @@ def train(
     eval_docs = held_out[: tc.eval_docs]  # None: all
     last_eval = None  # (step, total loss, tokens) of the latest held-out evaluation
     saved_at = resume.step if resume else None
+    best = _best_so_far(keep_best, prep) if keep_best and resume else None
 
     def save(step: int) -> None:
         nonlocal saved_at
         checkpoint.save(out, make_checkpoint(gpt, result, prep, tc))
         saved_at = step
+
+    def evaluated(step: int, val_loss: float) -> None:
+        nonlocal best
+        if keep_best and (best is None or val_loss < best):
+            best = val_loss
+            checkpoint.save(keep_best, make_checkpoint(gpt, result, prep, tc, val_loss))
+        result.best_val_loss = best
 
     first_step, tokens = len(result.losses), 0
     start = time.perf_counter()
@@ -235,6 +248,7 @@ def train(
             paused = time.perf_counter()
             last_eval = (step + 1, *gpt.eval_token_loss(eval_docs))
             val_loss = last_eval[1] / last_eval[2]
+            evaluated(step + 1, val_loss)
             if metrics:
                 metrics.eval(step + 1, val_loss)
             if on_eval:
@@ -251,6 +265,7 @@ def train(
     if eval_docs:
         if last_eval is None or last_eval[0] != tc.steps:
             last_eval = (tc.steps, *gpt.eval_token_loss(eval_docs))
+            evaluated(tc.steps, last_eval[1] / last_eval[2])
         result.val_loss_per_token = last_eval[1] / last_eval[2]
         result.val_tokens = last_eval[2]
     if out:
@@ -258,7 +273,22 @@ def train(
     return gpt, result
 
 
-def make_checkpoint(gpt: GPT, result: RunResult, prep: Prepared, tc: TrainConfig):
+def _best_so_far(path: str | Path, prep: Prepared) -> float | None:
+    """The held-out loss of the best checkpoint an interrupted run kept, if there is one."""
+    if not Path(path).exists():
+        return None
+    best = checkpoint.load(path)
+    if best.data_fingerprint != prep.fingerprint or best.val_loss is None:
+        raise UserError(
+            f"{path} is not the best checkpoint of this run: move it away, or resume with "
+            "another --out"
+        )
+    return best.val_loss
+
+
+def make_checkpoint(
+    gpt: GPT, result: RunResult, prep: Prepared, tc: TrainConfig, val_loss: float | None = None
+):
     return checkpoint.Checkpoint(
         model=gpt.config,
         train=tc,
@@ -270,6 +300,7 @@ def make_checkpoint(gpt: GPT, result: RunResult, prep: Prepared, tc: TrainConfig
         data_fingerprint=prep.fingerprint,
         input_path=prep.input_path,
         mode=gpt.mode,
+        val_loss=val_loss,
     )
 
 
