@@ -418,3 +418,17 @@ def test_settings_name_the_code_that_computes_the_runs(tmp_path, monkeypatch):
     assert versions("scalar")["code"] == scalar["code"]
     (copy / "progress.py").write_text((copy / "progress.py").read_text() + "\n# changed\n")
     assert versions("scalar")["code"] != scalar["code"]
+
+
+def test_a_study_on_a_text_stream(tmp_path):
+    text = tmp_path / "play.txt"
+    text.write_text("To be, or not to be: that is the question.\n" * 40)
+    out = tmp_path / "stream"
+    rc, stdout, stderr = ablate("--mode", "scalar", "--data", "stream", "--input", str(text),
+                                "--seeds", "1", "--jobs", "1", "--out", str(out), "--vary",
+                                "qk_norm", "--steps", "4", "--n-embd", "4", "--n-head", "1",
+                                "--block-size", "8", "--val-docs", "3", "--eval-docs", "3")  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    runs = results(out)["runs"]
+    assert len(runs) == 2 and all(r["train_config"]["data"] == "stream" for r in runs)
+    assert all(r["val_loss"] is not None and r["val_loss_per_token"] for r in runs)

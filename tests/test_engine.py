@@ -238,3 +238,23 @@ def test_fused_ops_match_torch_float64():
     t_out.backward()
     assert out == pytest.approx(t_out.item(), rel=1e-12)
     assert g == pytest.approx(t.grad.tolist(), rel=1e-10, abs=1e-14)
+
+
+def test_no_grad_gives_the_same_floats_without_edges():
+    """Evaluation's mode: the fused ops keep their forward floats and record no children."""
+    from microgpt.scalar.engine import no_grad
+
+    rng = random.Random(3)
+    w = [[Value(rng.gauss(0, 1)) for _ in range(5)] for _ in range(4)]
+    x = [Value(rng.gauss(0, 1)) for _ in range(5)]
+
+    def forward():
+        h = linear(x, w)
+        return [vsum(h), dot(h, h), cross_entropy(h, 2), *h]
+
+    want = forward()
+    with no_grad():
+        got = forward()
+    assert [v.data for v in got] == [v.data for v in want]
+    assert all(v.children == () for v in got) and all(v.children for v in want)
+    assert linear(x, w)[0].children  # back to recording after the block

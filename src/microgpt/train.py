@@ -59,6 +59,16 @@ class Prepared:
     rng: random.Random  # after the shuffle and the weight draws: sampling continues from here
 
 
+def read_input(input_path: str | None, data: str) -> tuple[list[str], Tokenizer, str]:
+    """The input as documents (a stream: the whole text as one), its tokenizer and its
+    fingerprint: what a run's data is, before any split."""
+    if data == "stream":
+        text = read_stream(input_path)
+        return [text], Tokenizer.from_text(text), fingerprint([text])
+    docs = read_documents(input_path)
+    return docs, Tokenizer.from_documents(docs), fingerprint(docs)
+
+
 def prepare(
     input_path: str | None, model_args: dict, train: TrainConfig
 ) -> tuple[ModelConfig, Prepared]:
@@ -66,20 +76,13 @@ def prepare(
 
     The RNG is used in the reference's order: shuffle first, then the weights. A stream is not
     shuffled: the weights are the RNG's first use."""
-    if train.data == "stream":
-        text = read_stream(input_path)
-        rng = random.Random(train.seed)
-        tokenizer = Tokenizer.from_text(text)
-        config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
-        split = split_stream(text, train.val_fraction, config.block_size)
-        weights = init_weights(config, rng)
-        return config, Prepared(split, tokenizer, fingerprint([text]), input_path, weights, rng)
-    docs = read_documents(input_path)
-    fp = fingerprint(docs)
+    docs, tokenizer, fp = read_input(input_path, train.data)
     rng = random.Random(train.seed)
-    split = shuffle_and_split(docs, rng, train.val_fraction)
-    tokenizer = Tokenizer.from_documents(docs)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
+    if train.data == "stream":
+        split = split_stream(docs[0], train.val_fraction, config.block_size)
+    else:
+        split = shuffle_and_split(docs, rng, train.val_fraction)
     weights = init_weights(config, rng)
     return config, Prepared(split, tokenizer, fp, input_path, weights, rng)
 

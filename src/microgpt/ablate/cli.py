@@ -131,8 +131,7 @@ def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
     from microgpt.ablate.plan import Study, levels_of, parse_vary, versions
-    from microgpt.data import Tokenizer, read_documents
-    from microgpt.train import fingerprint
+    from microgpt.train import read_input
 
     options = tensor_options(args)
     if options is not None:
@@ -159,15 +158,15 @@ def make_study(args: argparse.Namespace):
         )
         replace(tc, **{k: v for k, v in knobs.items() if k not in SIZE_FLAGS})
     seeds = args.seed_list or tuple(range(args.seeds or DEFAULT_SEEDS))
-    docs = read_documents(args.input)
+    _, tokenizer, fingerprint = read_input(args.input, tc.data)
     return Study(
         mode=args.mode,
         model_args=fixed,
         train=tc,
         tensor=options,
         input_path=args.input,
-        fingerprint=fingerprint(docs),
-        vocab_size=Tokenizer.from_documents(docs).vocab_size,
+        fingerprint=fingerprint,
+        vocab_size=tokenizer.vocab_size,
         seeds=seeds,
         versions=versions(args.mode),
         varied=varied,

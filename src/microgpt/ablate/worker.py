@@ -85,6 +85,8 @@ def run(task: Task, on_step=None) -> dict:
         "final_loss": result.losses[-1],
         "val_loss": result.val_loss,
         "val_docs": min(task.train.val_docs, len(prep.split.val)),
+        "val_loss_per_token": result.val_loss_per_token,
+        "val_tokens": result.val_tokens,
         "steps_per_s": result.steps_per_s,
         "tokens_per_s": result.tokens_per_s,
         "train_seconds": result.seconds,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from functools import partial, reduce
 from operator import add, mul
 
@@ -162,11 +163,30 @@ class Tape:
         _chain_rule(reversed(self.nodes))
 
 
+# no graph: evaluation only -----------------------------------------------------------------------
+
+_grad_enabled = True  # False inside `no_grad()`: the fused ops record no children
+
+
+@contextmanager
+def no_grad():
+    """Inside, the fused ops (where nearly all the graph's edges are) make nodes without children
+    or local gradients: the same forward floats, no backward, a fraction of the work."""
+    global _grad_enabled
+    outer, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = outer
+
+
 # fused ops -------------------------------------------------------------------------------------
 
 
 def vsum(xs: list[Value]) -> Value:
     """x0 + x1 + ... as one node (the same float as Python's `sum` of Values)."""
+    if not _grad_enabled:
+        return Value(sum_in_order(x.data for x in xs))
     return Value(sum_in_order(x.data for x in xs), tuple(xs), (1.0,) * len(xs))
 
 
@@ -174,13 +194,17 @@ def dot(ws: list[Value], xs: list[Value]) -> Value:
     """w0*x0 + w1*x1 + ... as one node; d/dw_i = x_i and d/dx_i = w_i."""
     wd = [w.data for w in ws]
     xd = [x.data for x in xs]
+    if not _grad_enabled:
+        return Value(sum_in_order(map(mul, wd, xd)))
     return Value(sum_in_order(map(mul, wd, xd)), (*ws, *xs), (*xd, *wd))
 
 
 def linear(x: list[Value], w: list[list[Value]]) -> list[Value]:
     """y_i = sum_j W[i][j] x_j (no bias): one `dot` node per row, reading x's floats once."""
-    xs = tuple(x)
     xd = [v.data for v in x]
+    if not _grad_enabled:
+        return [Value(sum_in_order(map(mul, [p.data for p in row], xd))) for row in w]
+    xs = tuple(x)
     out = []
     for row in w:
         wd = [p.data for p in row]
@@ -197,6 +221,8 @@ def cross_entropy(logits: list[Value], target: int) -> Value:
     exps = [math.exp(v.data - m) for v in logits]
     inv_total = sum_in_order(exps) ** -1
     probs = [e * inv_total for e in exps]
+    if not _grad_enabled:
+        return Value(-math.log(probs[target]))
     local_grads = probs.copy()
     local_grads[target] -= 1.0
     return Value(-math.log(probs[target]), tuple(logits), tuple(local_grads))

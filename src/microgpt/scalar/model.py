@@ -15,7 +15,7 @@ from microgpt.config import GRAD_CLIP_EPS, ModelConfig, TrainConfig
 from microgpt.data import training_pairs
 from microgpt.init import Matrix
 from microgpt.rope import rope_tables
-from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, linear, vsum
+from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, linear, no_grad, vsum
 
 
 def rmsnorm(x: list[Value]) -> list[Value]:
@@ -66,6 +66,13 @@ def rotate(x: list[Value], cos: list[float], sin: list[float]) -> list[Value]:
 def per_head(f, x: list[Value], hd: int, *args) -> list[Value]:
     """f applied to each head's slice of hd channels, heads side by side again."""
     return [y for h in range(0, len(x), hd) for y in f(x[h : h + hd], *args)]
+
+
+@contextmanager
+def _evaluating():
+    """No graph edges (`no_grad`) and no cyclic collection: for losses and logits only."""
+    with no_grad(), _no_cycle_collection():
+        yield
 
 
 @contextmanager
@@ -219,12 +226,12 @@ class ScalarGPT:
         return min(1.0, self.train_config.grad_clip / (norm + GRAD_CLIP_EPS))
 
     def eval_loss(self, docs: list[list[int]]) -> float:
-        with _no_cycle_collection():
+        with _evaluating():
             return sum(self.document_loss(d).data for d in docs) / len(docs)
 
     def eval_token_loss(self, docs: list[list[int]]) -> tuple[float, int]:
         total, count = 0.0, 0
-        with _no_cycle_collection():
+        with _evaluating():
             for d in docs:
                 inputs, targets = training_pairs(d, self.config.block_size)
                 keys = [[] for _ in range(self.config.n_layer)]
@@ -238,7 +245,7 @@ class ScalarGPT:
         """Next-token logits after the context `tokens` (1 to block_size of them)."""
         if not 1 <= len(tokens) <= self.config.block_size:
             raise ValueError(f"context of {len(tokens)} tokens: give 1 to block_size of them")
-        with _no_cycle_collection():
+        with _evaluating():
             return self._logits(tokens)  # the graph is freed on return, still inside
 
     def _logits(self, tokens: list[int]) -> list[float]:
