@@ -290,12 +290,12 @@ class TensorGPT:
             dy.reshape(H * R, W, D), a.q, a.k, a.v, a.att, dx.new_empty(3, H * R, W, D), a.att_scale
         )
         if a.qk_norm is not None or cos_sin is not None:
-            dqk = dqkv[:2].view(2 * H, N, D)  # the gradients of the queries, then keys
+            dqk_out = dqk = dqkv[:2].view(2 * H, N, D)  # d queries, then d keys
             if cos_sin is not None:
                 dqk = rope_backward(dqk, *cos_sin)
             if a.qk_norm is not None:
                 dqk = rmsnorm_backward(dqk, *a.qk_norm)
-            dqkv[:2].view(2 * H, N, D).copy_(dqk)
+            dqk_out.copy_(dqk)
         dqkv = dqkv.view(3 * H, N, D).transpose(0, 1).reshape(N, 3 * C)  # laid out as qkv
         accumulate(g[f"layer{i}.attn_wqkv"], dqkv.T, a.x_norm)  # (3C, C)
         rmsnorm_backward(dqkv @ w[f"layer{i}.attn_wqkv"], a.x_norm, a.rstd, dx)

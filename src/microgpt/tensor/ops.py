@@ -171,14 +171,18 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     y[i] = x[i] cos - x[i + D/2] sin and y[i + D/2] = x[i + D/2] cos + x[i] sin.
 
     x (..., N, D); cos, sin (N, D) from `rope_tables`, rows at each position's angle."""
-    swapped = x.roll(x.shape[-1] // 2, -1)  # (x[D/2:], x[:D/2])
-    return torch.addcmul(x * cos, swapped, sin)
+    return torch.addcmul(x * cos, swap_halves(x), sin)
 
 
 def rope_backward(dy: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """The gradient of x: the rotation by -theta, dy cos - swap_halves(dy) [-sin, sin]."""
-    swapped = dy.roll(dy.shape[-1] // 2, -1)
-    return torch.addcmul(dy * cos, swapped, sin, value=-1)
+    return torch.addcmul(dy * cos, swap_halves(dy), sin, value=-1)
+
+
+def swap_halves(x: Tensor) -> Tensor:
+    """(..., D) -> (x[..., D/2:], x[..., :D/2]), in one kernel (a flip of the two halves)."""
+    D = x.shape[-1]
+    return x.unflatten(-1, (2, D // 2)).flip(-2).flatten(-2)
 
 
 # dropout (tensor mode only) -----------------------------------------------------------------------
