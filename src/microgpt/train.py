@@ -192,8 +192,15 @@ def train(
     metrics: MetricsWriter | None = None,
     on_step: StepCallback | None = None,
     on_eval: EvalCallback | None = None,
+    group=None,
 ) -> tuple[GPT, RunResult]:
+    """`group` (a `distributed.Group`, tensor mode): train data-parallel over its ranks; every
+    rank calls this alike, and only rank 0 should be given `out` and `metrics`."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
+    if group is not None:
+        from microgpt.tensor.parallel import DataParallelGPT
+
+        gpt = DataParallelGPT(gpt, group)
     result = RunResult(config=config, train=tc, mode=mode)
     if resume is not None:
         gpt.load_state(resume.state, resume.step)
@@ -253,6 +260,8 @@ def train(
             last_eval = (tc.steps, *gpt.eval_token_loss(eval_docs))
         result.val_loss_per_token = last_eval[1] / last_eval[2]
         result.val_tokens = last_eval[2]
+    if group is not None:
+        gpt.check_in_sync()
     if out:
         save(tc.steps)
     return gpt, result
