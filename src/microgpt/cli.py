@@ -206,7 +206,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = tensor_options(args)
     check_tensor_options(options)
-    group = Group(world, resolve(options).device.type, args.dist_timeout)
+    kept = (
+        f"what was saved to {args.out or args.resume} is kept: continue with --resume"
+        if args.save_every or args.resume
+        else "train again (--out CKPT --save-every K keep checkpoints to resume from)"
+    )
+    group = Group(world, resolve(options).device.type, args.dist_timeout, then=kept)
     try:
         if world.main:
             return _train(args, world, group)

@@ -17,14 +17,16 @@ Values travel as JSON in uint8 tensors, never pickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from microgpt.errors import UserError
+from microgpt.errors import PeerError, UserError
 
 TIMEOUT_S = 120  # default: meeting, or a collective, waiting longer than this is an error
 LONG_TIMEOUT = timedelta(days=30)  # `Group.gather_json(..., patient=True)`: ranks' work differs
@@ -43,8 +45,8 @@ class World:
         return self.rank == 0
 
     def share(self, items: list) -> list:
-        """This rank's contiguous part of `items`: sizes differ by at most one, earlier ranks
-        take the larger parts, and a rank may get none."""
+        """This rank's contiguous part of `items`, in rank order: sizes differ by at most one,
+        and a rank may get none (fewer items than ranks)."""
         n = len(items)
         return items[n * self.rank // self.size : n * (self.rank + 1) // self.size]
 
@@ -73,9 +75,10 @@ class Group:
     """The process group of a multi-rank run, and the few collectives microgpt needs.
 
     `device` is where the tensors to reduce live: gloo reduces CPU tensors, NCCL CUDA ones (one
-    GPU per local rank). `patient=True` adds a second gloo group whose timeout is a month, for
-    a gather whose ranks arrive far apart (an ablation's ranks finish their shares at different
-    times); a rank that dies still ends it at once, since its connections close."""
+    GPU per local rank). `patient=True` adds two gloo groups whose timeout is a month, for ranks
+    that work apart for long (an ablation's ranks train their shares and finish at different
+    times): one for a gather at the end, one for `apart()`, which watches the other ranks
+    meanwhile. A rank that dies still ends them at once, since its connections close."""
 
     def __init__(
         self,
@@ -83,11 +86,13 @@ class Group:
         device: str = "cpu",
         timeout_s: float = TIMEOUT_S,
         patient: bool = False,
+        then: str = "run the same command again",
     ):
         import torch
         import torch.distributed as dist
 
         self.world, self.dist, self.torch = world, dist, torch
+        self.then = then  # what the user can do after a failure: the end of its message
         self.device = torch.device(device)
         backend = "gloo"
         if self.device.type == "cuda":
@@ -95,6 +100,7 @@ class Group:
             self.device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(self.device)
         self._failing = False
+        self._cause = None  # why `apart()`'s watcher stopped this rank
         self._on_sigterm = signal.signal(signal.SIGTERM, self._terminated)
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         try:
@@ -104,7 +110,10 @@ class Group:
                 world_size=world.size,
                 timeout=timedelta(seconds=timeout_s),
             )
-            self.patient = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT) if patient else None
+            self.patient = self._watch = None
+            if patient:
+                self.patient = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
+                self._watch = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
         except (RuntimeError, ValueError) as e:  # torch raises DistStoreError, a RuntimeError
             signal.signal(signal.SIGTERM, self._on_sigterm)
             raise UserError(
@@ -175,8 +184,43 @@ class Group:
             raise UserError(outcome["error"])
         return outcome["value"]
 
+    @contextlib.contextmanager
+    def apart(self):
+        """While the ranks work without collectives (for minutes or hours): a thread waits for
+        a word from every other rank, which each sends when its work is done; a rank that dies
+        instead closes its connections, and the thread stops this rank at once (a SIGTERM to
+        itself, which raises `PeerError` in the main thread). torchrun's agent does the same for
+        the ranks of the dead rank's own node; this also stops those of the other nodes."""
+        torch, dist, me = self.torch, self.dist, self.world.rank
+        peers = [r for r in range(self.world.size) if r != me]
+
+        def watch() -> None:
+            words = {p: torch.zeros(1, dtype=torch.uint8) for p in peers}
+            pending = {p: dist.irecv(words[p], src=p, group=self._watch) for p in peers}
+            for p, work in pending.items():
+                try:
+                    work.wait()
+                except RuntimeError as e:
+                    if not self._failing:
+                        self._cause = f"rank {p}'s connection: {_shorten(_first_line(e))}"
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        watcher = threading.Thread(target=watch, name="microgpt-watch", daemon=True)
+        watcher.start()
+        yield
+        done = torch.ones(1, dtype=torch.uint8)
+        for work in [dist.isend(done, dst=p, group=self._watch) for p in peers]:
+            self._guard(work.wait)
+        self._watcher = watcher  # joined by `close`, once every rank has said it is done
+
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._failing:  # leave the broken group to the process's exit
+            return
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.join(timeout=CHECK_IN_S)
         if self.dist.is_initialized():
             self.dist.destroy_process_group()
 
@@ -188,13 +232,13 @@ class Group:
         try:
             return op(*args)
         except RuntimeError as e:  # gloo and NCCL errors, timeouts included
-            raise UserError(self._failure(_first_line(e))) from None
+            raise PeerError(self._failure(_first_line(e))) from None
 
     def _terminated(self, signum, frame) -> None:
         """torchrun's agent ends its other workers with SIGTERM when one fails."""
         if self._failing:  # already reporting a failure: finish that
             return
-        raise UserError(self._failure("stopped by the launcher (SIGTERM)"))
+        raise PeerError(self._failure(self._cause or "stopped by the launcher (SIGTERM)"))
 
     def _failure(self, what: str) -> str:
         """One line: this rank, which ranks did not check in, what this rank saw."""
@@ -206,10 +250,7 @@ class Group:
             if dead
             else "another rank failed"
         )
-        return (
-            f"rank {self.world.rank}: {who}; this rank stops too ({_shorten(what)}). Finished "
-            "work is kept: run the same command again"
-        )
+        return f"rank {self.world.rank}: {who}; this rank stops too ({_shorten(what)}): {self.then}"
 
     def _missing_ranks(self) -> list[int]:
         """Ranks that do not check in at the store within CHECK_IN_S (every live rank that hit
@@ -258,8 +299,9 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _shorten(text: str, limit: int = 160) -> str:
-    """gloo's messages start with a source path and run long: keep the gist."""
+def _shorten(text: str, limit: int = 120) -> str:
+    """gloo's messages start with a source path and run long: keep the first sentence."""
     if text.startswith("[") and "] " in text:
         text = text.split("] ", 1)[1]
+    text = text.split(". ", 1)[0].rstrip(".")
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -210,7 +210,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from microgpt.distributed import Group
 
     make_study(args)  # every bad flag is an error before the ranks meet
-    group = Group(world, "cpu", args.dist_timeout, patient=True)
+    kept = "every finished run is kept: the same command trains the rest"
+    group = Group(world, "cpu", args.dist_timeout, patient=True, then=kept)
     try:
         if world.main:
             return _ablate(args, world, group)

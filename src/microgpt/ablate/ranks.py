@@ -77,7 +77,8 @@ def run_shared(
     # 3: this rank's share, no collective meanwhile
     share = [by_name[n] for n in plan["deal"][world.rank]]
     progress = RunsProgress(len(share), 0, sum(t.train.steps for t in share), stream)
-    workers = run_tasks(share, study, jobs, records, progress, out_dir)
+    with group.apart():  # a rank that dies meanwhile stops the others at once
+        workers = run_tasks(share, study, jobs, records, progress, out_dir)
 
     # 4: the new runs to rank 0, however long the others take
     new = {Path(t.path).name: records[t.path] for t in share}

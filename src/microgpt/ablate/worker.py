@@ -15,7 +15,7 @@ import time
 from microgpt import tensorfile
 from microgpt.ablate.plan import Task
 from microgpt.environment import environment
-from microgpt.errors import UserError
+from microgpt.errors import PeerError, UserError
 from microgpt.train import prepare, train
 
 PROGRESS_EVERY = 25  # steps between updates of the shared step counter
@@ -73,6 +73,8 @@ def run(task: Task, on_step=None) -> dict:
         if prep.fingerprint != task.fingerprint:
             raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
         gpt, result = train(task.mode, config, task.train, prep, task.tensor, on_step=on_step)
+    except PeerError:  # another rank failed: not this run's doing
+        raise
     except UserError as e:  # say which run, e.g. which design diverged
         raise UserError(f"{task.label}, seed {task.seed}: {e}") from None
     wall = time.perf_counter() - start
