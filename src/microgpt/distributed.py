@@ -209,10 +209,13 @@ class Group:
         watcher = threading.Thread(target=watch, name="microgpt-watch", daemon=True)
         watcher.start()
         yield
-        done = torch.ones(1, dtype=torch.uint8)
-        for work in [dist.isend(done, dst=p, group=self._watch) for p in peers]:
-            self._guard(work.wait)
+        self._guard(self._say_done, peers)
         self._watcher = watcher  # joined by `close`, once every rank has said it is done
+
+    def _say_done(self, peers: list[int]) -> None:
+        done = self.torch.ones(1, dtype=self.torch.uint8)
+        for work in [self.dist.isend(done, dst=p, group=self._watch) for p in peers]:
+            work.wait()
 
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
