@@ -179,10 +179,11 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_ranks_that_never_meet_time_out_with_one_line(tmp_path):
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_ranks_that_never_meet_time_out_with_one_line(tmp_path, rank):
     """Started by hand (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), rank 0 waits for a rank 1
-    that never comes: --dist-timeout, then one line, exit 2."""
-    env = {**ENV, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    that never comes, or rank 1 for a rank 0: --dist-timeout, then one line, exit 2."""
+    env = {**ENV, "RANK": rank, "WORLD_SIZE": "2", "LOCAL_RANK": rank}
     env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     start = time.time()
     done = subprocess.run(

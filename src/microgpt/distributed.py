@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class Group:
         self._on_sigterm = signal.signal(signal.SIGTERM, self._terminated)
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         try:
+            if not world.main:  # a master that never comes: our line, not c10d's retry logs
+                _wait_for_master(timeout_s)
             dist.init_process_group(
                 backend,
                 rank=world.rank,
@@ -114,7 +117,7 @@ class Group:
             if patient:
                 self.patient = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
                 self._watch = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
-        except (RuntimeError, ValueError) as e:  # torch raises DistStoreError, a RuntimeError
+        except (RuntimeError, ValueError, OSError) as e:  # DistStoreError is a RuntimeError
             signal.signal(signal.SIGTERM, self._on_sigterm)
             raise UserError(
                 f"rank {world.rank}: the {world.size} ranks did not all meet at {where} within "
@@ -270,6 +273,23 @@ class Group:
             return missing
         except Exception:  # noqa: BLE001 - the store itself may be gone with the failed rank
             return []
+
+
+def _wait_for_master(timeout_s: float) -> None:
+    """Wait until MASTER_ADDR:MASTER_PORT accepts a connection (rank 0's store, or torchrun's
+    agent's); OSError after `timeout_s`."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        return  # torch reports it
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((addr, int(port)), timeout=1).close()
+            return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise OSError(f"nothing answers at {addr}:{port}: {e.strerror or e}") from None
+            time.sleep(0.2)
 
 
 def _client_store(timeout_s: float):
