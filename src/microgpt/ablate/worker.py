@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 
@@ -44,6 +45,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
+    # under torchrun, a machine's ranks take one GPU each (untested: no GPU here)
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
 def run_task(task: Task) -> tuple[str, dict]:
