@@ -26,6 +26,7 @@ from microgpt.ablate.plan import Study, Task
 from microgpt.ablate.progress import RunsProgress
 from microgpt.ablate.runner import Outcome, load_saved, run_tasks
 from microgpt.distributed import Group
+from microgpt.errors import UserError
 
 
 def run_shared(
@@ -34,6 +35,8 @@ def run_shared(
     """`runner.run_study` over the ranks of `group`; the Outcome's records are rank 0's alone
     (the other ranks get theirs only)."""
     world = group.world
+    hashes = group.gather_json(study.settings_hash())  # the same flags, code, torch and data?
+    group.on_main(lambda: _check_same(hashes))
     tasks = study.tasks(out_dir)
     by_name = {Path(t.path).name: t for t in tasks}
     records = {}  # path -> record, this rank's
@@ -91,6 +94,16 @@ def run_shared(
     return Outcome(tasks, ordered, ran=missing, reused=len(tasks) - missing, workers=workers)
 
 
+def _check_same(hashes: list[str]) -> None:
+    odd = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+    if odd:
+        raise UserError(
+            f"rank{'s' if len(odd) > 1 else ''} {', '.join(map(str, odd))} would run a different "
+            "study than rank 0 (other flags, input, microgpt code or torch version): give every "
+            "machine the same command, data and installation"
+        )
+
+
 def _keep(sent: list[dict], by_name: dict[str, Task], records: dict) -> int:
     """Save on rank 0 the runs other ranks sent that it lacks; returns how many."""
     kept = 0
@@ -100,7 +113,7 @@ def _keep(sent: list[dict], by_name: dict[str, Task], records: dict) -> int:
             if task.path in records:
                 continue
             if record.get("settings") != task.settings or len(record["losses"]) != task.train.steps:
-                raise RuntimeError(f"rank {rank} sent {name} with other settings")
+                raise UserError(f"rank {rank} sent {name} with other settings than rank 0's")
             worker.save(task.path, record)
             records[task.path] = record
             kept += 1
