@@ -230,8 +230,9 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
 
     start = time.perf_counter()
     study = make_study(args)
-    # under torchrun the ranks of one machine share its cores
-    cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = os.cpu_count() or 1
+    if group is not None:  # under torchrun the ranks of one machine share its cores
+        cores //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     jobs = args.jobs or max(1, cores)
     out = Path(args.out or study.default_out())
     if out.exists() and not out.is_dir():

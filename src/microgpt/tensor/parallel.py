@@ -9,7 +9,7 @@ slot, gives every rank that sum; then Adam, whose gradient clipping therefore se
 norm. A rank whose share is empty (B < ranks) contributes zeros.
 
 In float64 this is one process's arithmetic up to the order of a few sums (measured: per-step
-losses within 1e-12 relative); in float32, within float32's rounding of those sums. Dropout
+losses within 1.2e-15 relative); in float32, within its rounding of those sums (6e-7). Dropout
 masks are drawn per rank (seeded from seed, step and rank), so with dropout a run differs from
 one process's.
 """
