@@ -427,7 +427,8 @@ def test_a_study_on_a_text_stream(tmp_path):
     rc, stdout, stderr = ablate("--mode", "scalar", "--data", "stream", "--input", str(text),
                                 "--seeds", "1", "--jobs", "1", "--out", str(out), "--vary",
                                 "qk_norm", "--steps", "4", "--n-embd", "4", "--n-head", "1",
-                                "--block-size", "8", "--val-docs", "3", "--eval-docs", "3")  # fmt: skip
+                                "--block-size", "8", "--val-docs", "3",
+                                "--eval-docs", "3")  # fmt: skip
     assert (rc, stderr) == (0, ""), stderr
     runs = results(out)["runs"]
     assert len(runs) == 2 and all(r["train_config"]["data"] == "stream" for r in runs)

@@ -74,8 +74,14 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise UserError(f"checkpoint {path} {what}: pass the .safetensors file written by --out")
+    return loads(path.read_bytes(), path)
+
+
+def loads(blob: bytes, path: str | Path) -> Checkpoint:
+    """A checkpoint from the bytes of the file at `path` (named in errors)."""
+    path = Path(path)
     try:
-        tensors, meta = tensorfile.loads(path.read_bytes())
+        tensors, meta = tensorfile.loads(blob)
     except tensorfile.FormatError as e:
         raise UserError(f"checkpoint {path} is corrupt: {e}; use an intact checkpoint") from None
     if meta.get("format") != FORMAT:

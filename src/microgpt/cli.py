@@ -7,10 +7,12 @@ line on stderr and exit status 2, with no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from microgpt import __version__, checkpoint
 from microgpt.ablate.cli import add_ablate_parser
@@ -20,6 +22,7 @@ from microgpt.flags import (
     MODEL_FLAGS,
     Parser,
     add_config_flag,
+    add_distributed_flags,
     add_mode_flags,
     add_model_flags,
     add_train_flags,
@@ -71,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else every 5%% of the run)",
     )
     add_sampling_flags(g)
+    add_distributed_flags(t)
 
     s = sub.add_parser(
         "sample", help="sample from a checkpoint", description="Sample documents from a checkpoint."
@@ -191,6 +195,39 @@ def resolve_configs(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """One process, or under torchrun one rank of a data-parallel run: every rank trains alike,
+    rank 0 alone prints, writes the metrics and the checkpoint, and samples."""
+    from microgpt.distributed import world_from_env
+
+    world = world_from_env()
+    if world.size == 1:
+        return _train(args, world, None)
+    if args.mode != "tensor":
+        raise UserError(
+            f"--mode {args.mode} trains in one process: under torchrun use --mode tensor "
+            "(microgpt ablate shares its runs over the ranks in either mode)"
+        )
+    from microgpt.distributed import Group
+    from microgpt.tensor.device import resolve
+
+    options = tensor_options(args)
+    check_tensor_options(options)
+    kept = (
+        f"what was saved to {args.out or args.resume} is kept: continue with --resume"
+        if args.save_every or args.resume
+        else "train again (--out CKPT --save-every K keep checkpoints to resume from)"
+    )
+    group = Group(world, resolve(options).device.type, args.dist_timeout, then=kept)
+    try:
+        if world.main:
+            return _train(args, world, group)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train(args, world, group)
+    finally:
+        group.close()
+
+
+def _train(args: argparse.Namespace, world, group) -> int:
     from microgpt.progress import Progress
     from microgpt.sample import check_temperature
     from microgpt.train import MetricsWriter, bits, prepare, train
@@ -204,10 +241,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--keep-best needs --out CKPT: the best checkpoint goes beside it")
     best_path = best_checkpoint_path(args.out) if args.keep_best else None
     for path in (args.out, args.metrics, best_path):
-        if path:
+        if path and world.main:  # only rank 0 writes
             _check_writable(path)
     where = f" ({check_tensor_options(options)})" if options is not None else ""
-    ckpt = checkpoint.load(args.resume) if args.resume else None
+    if group is not None:
+        where = f" ({check_tensor_options(options)}, {world.size} processes, {group.backend})"
+    ckpt = _load_checkpoint(args.resume, group) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
     check_train_options(args.mode, tc)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
@@ -242,7 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"extending the run from {ckpt.train.steps:,} to {tc.steps:,} steps: the learning-rate "
             f"schedule is recomputed over {tc.steps:,} steps from step {ckpt.step + 1} on"
         )
-    metrics = MetricsWriter(args.metrics) if args.metrics else None
+    metrics = MetricsWriter(args.metrics) if args.metrics and world.main else None
     progress = Progress(tc.steps, every=args.log_every)
 
     def on_eval(step: int, val_loss: float) -> None:
@@ -259,12 +298,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             prep,
             tensor=options,
             resume=ckpt,
-            out=args.out,
+            out=args.out if world.main else None,
             save_every=args.save_every or 0,
             metrics=metrics,
             on_step=progress.update,
             on_eval=on_eval,
-            keep_best=best_path,
+            keep_best=best_path if world.main else None,
+            group=group,
         )
     except BaseException:
         progress.close()
@@ -294,7 +334,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"checkpoint     {args.out}")
     if best_path and result.best_val_loss is not None:
         print(f"best           {best_path}  (val per token {result.best_val_loss:.6f})")
-    samples = sampler.draw(gpt, prep.rng)
+    samples = sampler.draw(gpt, prep.rng) if world.main else []
     if tc.data == "stream":
         for i, text in enumerate(samples, 1):
             print(f"sample {i} ({len(text) - len(sampler.prompt)} characters after the prompt):")
@@ -311,6 +351,16 @@ def best_checkpoint_path(out: str) -> str:
     """`run.safetensors` -> `run.best.safetensors` (`run` -> `run.best`)."""
     root, ext = os.path.splitext(out)
     return f"{root}.best{ext}"
+
+
+def _load_checkpoint(path: str, group) -> checkpoint.Checkpoint:
+    """`checkpoint.load`; under torchrun rank 0 reads the file and sends it to the others, so
+    that the other nodes need no copy of it (nor a shared filesystem)."""
+    if group is None:
+        return checkpoint.load(path)
+    group.on_main(lambda: checkpoint.load(path) and None)  # rank 0's error stops every rank
+    blob = group.broadcast_bytes(Path(path).read_bytes() if group.world.main else None)
+    return checkpoint.loads(blob, path)
 
 
 def _check_writable(path: str) -> None:

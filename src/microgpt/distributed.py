@@ -6,24 +6,32 @@ variables, its `RANK`, `WORLD_SIZE`, `LOCAL_RANK` and where to meet (`MASTER_ADD
 module does nothing. Importing it imports nothing heavy; torch comes in when a group is made.
 
 Collectives fail rather than hang: a rank that dies closes its connections, and its peers' next
-collective raises at once; a rank that hangs is caught by the group's timeout. Either way the
-error is turned into one `UserError` line that names the ranks that stopped answering, found by
-asking every rank to check in at the launcher's key-value store within a few seconds.
+collective raises at once (gloo: "Connection closed by peer"); a rank that hangs is caught by the
+group's timeout; and torchrun's agent sends SIGTERM to the other ranks on its node when one of
+its workers dies. Each of these becomes one `UserError` line that names the ranks that stopped
+answering, found by asking every rank to check in at the launcher's key-value store within
+`CHECK_IN_S` seconds.
+
+Values travel as JSON in uint8 tensors, never pickled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from microgpt.errors import UserError
+from microgpt.errors import PeerError, UserError
 
-TIMEOUT_S = 120  # a collective waiting longer than this is an error (a hung rank)
-CHECK_IN_S = 5  # after a failure: how long the survivors wait for each other to check in
+TIMEOUT_S = 120  # default: meeting, or a collective, waiting longer than this is an error
+LONG_TIMEOUT = timedelta(days=30)  # `Group.gather_json(..., patient=True)`: ranks' work differs
+CHECK_IN_S = 2.0  # after a failure: how long the survivors wait for each other to check in
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,12 @@ class World:
     def main(self) -> bool:
         """Rank 0 prints, writes files and samples."""
         return self.rank == 0
+
+    def share(self, items: list) -> list:
+        """This rank's contiguous part of `items`, in rank order: sizes differ by at most one,
+        and a rank may get none (fewer items than ranks)."""
+        n = len(items)
+        return items[n * self.rank // self.size : n * (self.rank + 1) // self.size]
 
 
 SINGLE = World(0, 1, 0)
@@ -61,90 +75,180 @@ def world_from_env() -> World:
 class Group:
     """The process group of a multi-rank run, and the few collectives microgpt needs.
 
-    `device` is where the tensors to reduce live: gloo reduces CPU tensors, NCCL CUDA ones."""
+    `device` is where the tensors to reduce live: gloo reduces CPU tensors, NCCL CUDA ones (one
+    GPU per local rank). `patient=True` adds two gloo groups whose timeout is a month, for ranks
+    that work apart for long (an ablation's ranks train their shares and finish at different
+    times): one for a gather at the end, one for `apart()`, which watches the other ranks
+    meanwhile. A rank that dies still ends them at once, since its connections close."""
 
-    def __init__(self, world: World, device: str = "cpu", timeout_s: float = TIMEOUT_S):
+    def __init__(
+        self,
+        world: World,
+        device: str = "cpu",
+        timeout_s: float = TIMEOUT_S,
+        patient: bool = False,
+        then: str = "run the same command again",
+    ):
         import torch
         import torch.distributed as dist
 
         self.world, self.dist, self.torch = world, dist, torch
+        self.then = then  # what the user can do after a failure: the end of its message
         self.device = torch.device(device)
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        backend = "gloo"
+        if self.device.type == "cuda":
+            backend = "nccl"
+            self.device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(self.device)
+        self._failing = False
+        self._cause = None  # why `apart()`'s watcher stopped this rank
+        self._on_sigterm = signal.signal(signal.SIGTERM, self._terminated)
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         try:
+            if not world.main:  # a master that never comes: our line, not c10d's retry logs
+                _wait_for_master(timeout_s)
             dist.init_process_group(
                 backend,
                 rank=world.rank,
                 world_size=world.size,
                 timeout=timedelta(seconds=timeout_s),
             )
-        except (RuntimeError, ValueError) as e:  # torch raises DistStoreError, a RuntimeError
+            self.patient = self._watch = None
+            if patient:
+                self.patient = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
+                self._watch = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
+        except (RuntimeError, ValueError, OSError) as e:  # DistStoreError is a RuntimeError
+            signal.signal(signal.SIGTERM, self._on_sigterm)
             raise UserError(
-                f"rank {world.rank}: the {world.size} ranks could not meet at "
-                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
-                f"({_first_line(e)}): check that every node was started with the same "
-                "--rdzv-endpoint and --nnodes"
+                f"rank {world.rank}: the {world.size} ranks did not all meet at {where} within "
+                f"{timeout_s:g} s ({_first_line(e)}): start every rank (torchrun: every node, "
+                "with the same --rdzv-endpoint and --nnodes)"
             ) from None
         self.store = _client_store(timeout_s)
-        self._on_sigterm = signal.signal(signal.SIGTERM, self._terminated)
+
+    @property
+    def backend(self) -> str:
+        return self.dist.get_backend()
 
     # collectives ---------------------------------------------------------------------------------
 
     def sum_(self, tensor) -> None:
-        """All-reduce `tensor` in place: every rank gets the sum over ranks."""
+        """All-reduce `tensor` in place: every rank gets the sum over ranks (the same bits on
+        every rank: the reduction is done once and its result shared)."""
         self._guard(self.dist.all_reduce, tensor)
 
-    def broadcast_json(self, value=None):
-        """Rank 0's `value` (JSON-serialisable) on every rank; no pickle."""
+    def broadcast_bytes(self, data: bytes | None = None) -> bytes:
+        """Rank 0's `data` on every rank."""
         torch = self.torch
-        data = json.dumps(value).encode() if self.world.main else b""
-        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        size = torch.tensor([len(data) if self.world.main else 0], device=self.device)
         self._guard(self.dist.broadcast, size, 0)
         buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)
-        if self.world.main:
+        if self.world.main and data:
             buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         self._guard(self.dist.broadcast, buf, 0)
-        return json.loads(bytes(buf.cpu().tolist()).decode())
+        return tensor_bytes(buf)
 
-    def gather_json(self, value) -> list | None:
-        """Every rank's `value` (JSON-serialisable), as a list on rank 0 (None elsewhere)."""
+    def broadcast_json(self, value=None):
+        """Rank 0's `value` (JSON-serialisable) on every rank."""
+        data = json.dumps(value).encode() if self.world.main else None
+        return json.loads(self.broadcast_bytes(data).decode())
+
+    def gather_json(self, value, patient: bool = False) -> list | None:
+        """Every rank's `value` (JSON-serialisable), as a list on rank 0 (None elsewhere).
+        `patient`: on the long-timeout group (see the class)."""
         torch = self.torch
+        group = self.patient if patient else None
+        device = torch.device("cpu") if patient else self.device
         data = json.dumps(value).encode()
-        sizes = [
-            torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.world.size)
-        ]
-        mine = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
-        self._guard(self.dist.all_gather, sizes, mine)
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world.size)]
+        mine = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        self._guard(self.dist.all_gather, sizes, mine, group)
         longest = max(int(s.item()) for s in sizes)
-        buf = torch.zeros(longest, dtype=torch.uint8, device=self.device)
-        buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        parts = [torch.zeros(longest, dtype=torch.uint8, device=self.device) for _ in sizes]
-        self._guard(self.dist.all_gather, parts, buf)
+        buf = torch.zeros(longest, dtype=torch.uint8, device=device)
+        if data:
+            buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        parts = [torch.zeros(longest, dtype=torch.uint8, device=device) for _ in sizes]
+        self._guard(self.dist.all_gather, parts, buf, group)
         if not self.world.main:
             return None
-        return [
-            json.loads(bytes(p[: int(s.item())].cpu().tolist()).decode())
-            for p, s in zip(parts, sizes)
-        ]
+        return [json.loads(tensor_bytes(p[: int(s.item())])) for p, s in zip(parts, sizes)]
+
+    def on_main(self, fn):
+        """`fn()` on rank 0 alone, its (JSON) result on every rank; a `UserError` it raises is
+        raised on every rank, so that all of them stop with rank 0's message."""
+        outcome = None
+        if self.world.main:
+            try:
+                outcome = {"value": fn()}
+            except UserError as e:
+                outcome = {"error": str(e)}
+        outcome = self.broadcast_json(outcome)
+        if "error" in outcome:
+            raise UserError(outcome["error"])
+        return outcome["value"]
+
+    @contextlib.contextmanager
+    def apart(self):
+        """While the ranks work without collectives (for minutes or hours): a thread waits for
+        a word from every other rank, which each sends when its work is done; a rank that dies
+        instead closes its connections, and the thread stops this rank at once (a SIGTERM to
+        itself, which raises `PeerError` in the main thread). torchrun's agent does the same for
+        the ranks of the dead rank's own node; this also stops those of the other nodes."""
+        torch, dist, me = self.torch, self.dist, self.world.rank
+        peers = [r for r in range(self.world.size) if r != me]
+
+        def watch() -> None:
+            words = {p: torch.zeros(1, dtype=torch.uint8) for p in peers}
+            pending = {p: dist.irecv(words[p], src=p, group=self._watch) for p in peers}
+            for p, work in pending.items():
+                try:
+                    work.wait()
+                except RuntimeError as e:
+                    if not self._failing:
+                        self._cause = f"rank {p}'s connection: {_shorten(_first_line(e))}"
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        watcher = threading.Thread(target=watch, name="microgpt-watch", daemon=True)
+        watcher.start()
+        yield
+        self._guard(self._say_done, peers)
+        self._watcher = watcher  # joined by `close`, once every rank has said it is done
+
+    def _say_done(self, peers: list[int]) -> None:
+        done = self.torch.ones(1, dtype=self.torch.uint8)
+        for work in [self.dist.isend(done, dst=p, group=self._watch) for p in peers]:
+            work.wait()
 
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._failing:  # leave the broken group to the process's exit
+            return
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.join(timeout=CHECK_IN_S)
         if self.dist.is_initialized():
             self.dist.destroy_process_group()
 
     # failures ------------------------------------------------------------------------------------
 
     def _guard(self, op, *args):
+        if self._failing:  # a collective after a failure would only fail again
+            raise UserError(f"rank {self.world.rank}: a collective after a failure")
         try:
             return op(*args)
         except RuntimeError as e:  # gloo and NCCL errors, timeouts included
-            raise UserError(self._failure(_first_line(e))) from None
+            raise PeerError(self._failure(_first_line(e))) from None
 
     def _terminated(self, signum, frame) -> None:
-        """torchrun ends the other ranks with SIGTERM when one fails."""
-        raise UserError(self._failure("stopped by the launcher"))
+        """torchrun's agent ends its other workers with SIGTERM when one fails."""
+        if self._failing:  # already reporting a failure: finish that
+            return
+        raise PeerError(self._failure(self._cause or "stopped by the launcher (SIGTERM)"))
 
     def _failure(self, what: str) -> str:
-        """One line: this rank, what it saw, and which ranks did not check in."""
+        """One line: this rank, which ranks did not check in, what this rank saw."""
+        self._failing = True
         dead = self._missing_ranks()
         who = (
             f"rank{'s' if len(dead) > 1 else ''} {', '.join(map(str, dead))} stopped answering "
@@ -152,10 +256,7 @@ class Group:
             if dead
             else "another rank failed"
         )
-        return (
-            f"rank {self.world.rank}: {who}; this rank stops too ({what}). Finished work is "
-            "kept: run the same command again"
-        )
+        return f"rank {self.world.rank}: {who}; this rank stops too ({_shorten(what)}): {self.then}"
 
     def _missing_ranks(self) -> list[int]:
         """Ranks that do not check in at the store within CHECK_IN_S (every live rank that hit
@@ -174,9 +275,26 @@ class Group:
             return []
 
 
+def _wait_for_master(timeout_s: float) -> None:
+    """Wait until MASTER_ADDR:MASTER_PORT accepts a connection (rank 0's store, or torchrun's
+    agent's); OSError after `timeout_s`."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        return  # torch reports it
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((addr, int(port)), timeout=1).close()
+            return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise OSError(f"nothing answers at {addr}:{port}: {e.strerror or e}") from None
+            time.sleep(0.2)
+
+
 def _client_store(timeout_s: float):
-    """A client of the store the ranks met at (torchrun's agent holds it, and it outlives any
-    rank); None if it cannot be reached."""
+    """A client of the store the ranks met at (under torchrun its agent holds it, and it
+    outlives any rank); None if it cannot be reached."""
     import torch.distributed as dist
 
     try:
@@ -190,6 +308,23 @@ def _client_store(timeout_s: float):
         return None
 
 
+def tensor_bytes(tensor) -> bytes:
+    """A tensor's bytes (a copy), without numpy and without a Python int per byte."""
+    import ctypes
+
+    tensor = tensor.cpu().contiguous()
+    size = tensor.numel() * tensor.element_size()
+    return ctypes.string_at(tensor.data_ptr(), size) if size else b""
+
+
 def _first_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(e).__name__
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """gloo's messages start with a source path and run long: keep the first sentence."""
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    text = text.split(". ", 1)[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -43,6 +43,13 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def positive_number(text: str) -> float:
+    value = number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own status)
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
@@ -201,6 +208,18 @@ def add_mode_flags(
     else:
         p.set_defaults(compile=False)
     return g
+
+
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("under torchrun (several processes or machines)")
+    g.add_argument(
+        "--dist-timeout",
+        metavar="S",
+        type=positive_number,
+        default=120.0,
+        help="seconds a rank waits for the others to meet, or in a collective, before it stops "
+        "with an error (default 120)",
+    )
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:

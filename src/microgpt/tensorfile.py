@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import struct
 import sys
-import tempfile
 from array import array
 from pathlib import Path
 
@@ -23,9 +23,11 @@ class FormatError(ValueError):
 
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename it over `path`: a reader (or a
-    crash) sees the old file or the new one, never half of one."""
+    crash) sees the old file or the new one, never half of one. The file gets the permissions
+    of any new file under the user's umask (0644 under umask 022), not mkstemp's 0600, so that
+    others can read what a run wrote."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -35,6 +37,18 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file in `path`'s folder, opened for writing, mode 0666 less the
+    umask (as `open` creates files)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def dumps(tensors: dict[str, tuple[list[int], list[float]]], metadata: dict[str, str]) -> bytes:

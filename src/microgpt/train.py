@@ -197,11 +197,18 @@ def train(
     on_step: StepCallback | None = None,
     on_eval: EvalCallback | None = None,
     keep_best: str | Path | None = None,
+    group=None,
 ) -> tuple[GPT, RunResult]:
     """Train from `prep` (or from `resume`) to `tc.steps`. `out`: save the checkpoint there at
     the end (and every `save_every` steps). `keep_best`: a second checkpoint, rewritten whenever
-    a held-out evaluation (every `tc.eval_every` steps, and at the end) is the best so far."""
+    a held-out evaluation (every `tc.eval_every` steps, and at the end) is the best so far.
+    `group` (a `distributed.Group`, tensor mode): train data-parallel over its ranks; every
+    rank calls this alike, and only rank 0 should be given `out`, `keep_best` and `metrics`."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
+    if group is not None:
+        from microgpt.tensor.parallel import DataParallelGPT
+
+        gpt = DataParallelGPT(gpt, group)
     result = RunResult(config=config, train=tc, mode=mode)
     if resume is not None:
         gpt.load_state(resume.state, resume.step)
@@ -271,6 +278,8 @@ def train(
             evaluated(tc.steps, last_eval[1] / last_eval[2])
         result.val_loss_per_token = last_eval[1] / last_eval[2]
         result.val_tokens = last_eval[2]
+    if group is not None:
+        gpt.check_in_sync()
     if out:
         save(tc.steps)
     return gpt, result

@@ -9,8 +9,10 @@ whose default name is derived from the settings, so running the same command aga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from microgpt.flags import (
     MODES,
     SIZE_FLAGS,
     add_config_flag,
+    add_distributed_flags,
     add_model_flags,
     add_train_flags,
     int_at_least,
@@ -110,6 +113,7 @@ def add_ablate_parser(sub) -> None:
 
     add_train_flags(a, seed=False)  # the same for every run
     add_model_flags(a)  # the same for every design, except what varies
+    add_distributed_flags(a)
     a.set_defaults(run=cmd_ablate, compile=False)
 
 
@@ -174,7 +178,7 @@ def make_study(args: argparse.Namespace):
     )
 
 
-def describe(study, jobs: int, out: Path) -> str:
+def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
     designs, levels = study.designs(), study.levels()
     n_runs = len(designs) * len(levels) * len(study.seeds)
     parts = [f"{len(designs)} designs"]
@@ -183,21 +187,52 @@ def describe(study, jobs: int, out: Path) -> str:
     parts.append(f"{len(study.seeds)} seeds")
     steps = "" if "steps" in study.varied else f" of {study.train.steps:,} steps"
     batch = "" if "batch_size" in study.varied else f" (batch {study.train.batch_size})"
+    workers = f"up to {jobs} worker{'s' if jobs > 1 else ''}"
+    if ranks > 1:
+        workers = f"{ranks} ranks × {workers}"
     return (
         f"microgpt ablate: {study.mode} mode, {' × '.join(parts)} = {n_runs} runs{steps}{batch}, "
-        f"up to {jobs} workers, results in {out}"
+        f"{workers}, results in {out}"
     )
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    """One process, or under torchrun one rank of a study shared out over the ranks (see
+    `ablate.ranks`): rank 0 alone prints and writes the report."""
+    from microgpt.distributed import world_from_env
+
+    world = world_from_env()
+    if world.size == 1:
+        return _ablate(args, world, None)
+    if args.dry_run and not world.main:
+        return 0
+    from microgpt.distributed import Group
+
+    make_study(args)  # every bad flag is an error before the ranks meet
+    kept = "every finished run is kept: the same command trains the rest"
+    group = Group(world, "cpu", args.dist_timeout, patient=True, then=kept)
+    try:
+        if world.main:
+            return _ablate(args, world, group)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _ablate(args, world, group)
+    finally:
+        group.close()
+
+
+def _ablate(args: argparse.Namespace, world, group) -> int:
     from microgpt import tensorfile
     from microgpt.ablate.plot import plot_curves, plot_scaling
+    from microgpt.ablate.ranks import run_shared
     from microgpt.ablate.report import format_report, results_csv, results_json, summarize
     from microgpt.ablate.runner import dry_run, run_study
 
     start = time.perf_counter()
     study = make_study(args)
-    jobs = args.jobs or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    if group is not None:  # under torchrun the ranks of one machine share its cores
+        cores //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    jobs = args.jobs or max(1, cores)
     out = Path(args.out or study.default_out())
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
@@ -210,11 +245,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot create --out folder {out}: {e.strerror}") from None
 
-    print(describe(study, jobs, out), flush=True)
-    outcome = run_study(study, out, jobs)
+    print(describe(study, jobs, out, world.size), flush=True)
+    if group is None:
+        outcome = run_study(study, out, jobs)
+    else:
+        outcome = run_shared(study, out, jobs, group, sys.stdout)
+        if not world.main:
+            return 0
     tasks, records = outcome.tasks, outcome.records
     summary = summarize(study, tasks, records)
-    env = {**environment(), "jobs": jobs}
+    env = {**environment(), "jobs": jobs, "ranks": world.size}
     env["threads_per_run"] = study.tensor.threads if study.tensor else None
     tensorfile.write_atomic(out / "results.json", results_json(study, tasks, records, summary, env))
     tensorfile.write_atomic(out / "results.csv", results_csv(study, tasks, records))
@@ -232,6 +272,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     files = ", ".join(["results.json", "results.csv", *([] if note else pictures)])
     print(f"wrote {files} and the {len(tasks)} run files to {out}")
     workers = f" ({outcome.workers} worker{'s' if outcome.workers > 1 else ''})"
+    if world.size > 1:
+        workers = f" ({world.size} ranks, {outcome.workers} workers in all)"
     print(
         f"done in {time.perf_counter() - start:.1f} s: {outcome.ran} runs trained"
         f"{workers if outcome.ran else ''}, {outcome.reused} reused"

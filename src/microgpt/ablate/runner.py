@@ -102,27 +102,40 @@ def run_study(
         print(note, file=stream, flush=True)
 
     missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
-    workers = min(jobs, len(missing))
-    steps = sum(t.train.steps for t in missing)
-    progress = RunsProgress(len(tasks), len(records), steps, stream)
+    progress = RunsProgress(len(tasks), len(records), sum(t.train.steps for t in missing), stream)
+    workers = run_tasks(missing, study, jobs, records, progress, out_dir)
+    ordered = [records[t.path] for t in tasks]
+    reused = len(tasks) - len(missing)
+    return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
+
+
+def run_tasks(
+    tasks: list[Task],
+    study: Study,
+    jobs: int,
+    records: dict,
+    progress: RunsProgress,
+    out_dir: str | Path,
+) -> int:
+    """Run `tasks` in up to `jobs` workers (in order), each saved as it finishes and added to
+    `records` (by path); returns the number of workers."""
+    workers = min(jobs, len(tasks))
     try:
         if workers == 1:
-            _run_here(missing, study, records, progress)
+            _run_here(tasks, study, records, progress)
         elif workers > 1:
-            _run_pool(missing, study, workers, records, progress)
+            _run_pool(tasks, study, workers, records, progress)
     except KeyboardInterrupt:
         progress.close()
         print(
             f"{len(records)} finished runs are saved in {out_dir}: "
             "run the same command again to resume",
-            file=stream,
+            file=progress.stream,
             flush=True,
         )
         raise
     progress.close()
-    ordered = [records[t.path] for t in tasks]
-    reused = len(tasks) - len(missing)
-    return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
+    return workers
 
 
 def _threads(study: Study) -> int | None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 
 from microgpt import tensorfile
 from microgpt.ablate.plan import Task
 from microgpt.environment import environment
-from microgpt.errors import UserError
+from microgpt.errors import PeerError, UserError
 from microgpt.train import prepare, train
 
 PROGRESS_EVERY = 25  # steps between updates of the shared step counter
@@ -44,6 +45,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
+    # under torchrun, a machine's ranks take one GPU each (untested: no GPU here)
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
 def run_task(task: Task) -> tuple[str, dict]:
@@ -73,6 +78,8 @@ def run(task: Task, on_step=None) -> dict:
         if prep.fingerprint != task.fingerprint:
             raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
         gpt, result = train(task.mode, config, task.train, prep, task.tensor, on_step=on_step)
+    except PeerError:  # another rank failed: not this run's doing
+        raise
     except UserError as e:  # say which run, e.g. which design diverged
         raise UserError(f"{task.label}, seed {task.seed}: {e}") from None
     wall = time.perf_counter() - start

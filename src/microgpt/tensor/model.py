@@ -148,7 +148,11 @@ class TensorGPT:
         self.layout = FlatLayout(config)
         self.flat = torch.zeros(self.layout.numel, device=p.device, dtype=p.master_dtype)
         self.layout.from_lists(weights, self.flat, "the initial weights")
-        self.grad = torch.zeros_like(self.flat)
+        # the gradient, and one spare slot where a data-parallel step (`parallel.py`) puts its
+        # loss, so that one all-reduce carries both
+        like = {"device": p.device, "dtype": p.master_dtype}
+        self.grad_and_loss = torch.zeros(self.layout.numel + 1, **like)
+        self.grad = self.grad_and_loss[:-1]
         self.adam = FlatAdam(self.flat, self.grad, train)
         self._compute_flat = self.flat
         if p.compute_dtype != p.master_dtype:  # bfloat16: a compute copy, refreshed every step
@@ -167,6 +171,7 @@ class TensorGPT:
         # re-seeded every step from (seed, step), so a resumed run draws the same masks
         self.dropout = train.dropout
         self._dropout_rng = torch.Generator(device=p.device) if train.dropout > 0 else None
+        self.dropout_stream = 0  # and the rank, in a data-parallel run (0 in one process)
         self._compiled = _compile_step(self) if options.compile else None
 
     # forward --------------------------------------------------------------------------------------
@@ -318,25 +323,30 @@ class TensorGPT:
         self.adam.update(lr, self.step)
         return loss.item()
 
-    def compute_grad(self, docs: list[list[int]]) -> Tensor:
-        """The loss on `docs` (a (1, 1) tensor), leaving its gradient in `self.grad`.
+    def compute_grad(self, docs: list[list[int]], divisor: int | None = None) -> Tensor:
+        """The loss on `docs` (a (1, 1) tensor), leaving its gradient in `self.grad`: the mean
+        over documents of each one's mean loss, or with `divisor` their sum over `divisor` (a
+        data-parallel rank's share of a larger batch).
 
         No tensor here requires grad, so no autograd graph is built; `no_grad` would only add
         overhead."""
-        batch = self.packer.pack(docs)
+        batch = self.packer.pack(docs, divisor)
         self._refresh_compute_weights()
         if self._dropout_rng is not None:
-            self._dropout_rng.manual_seed(dropout_seed(self.train_config.seed, self.step))
+            seed = dropout_seed(self.train_config.seed, self.step, self.dropout_stream)
+            self._dropout_rng.manual_seed(seed)
         if self._compiled is not None:
             return self._compiled(self._compute_flat, self.grad, batch)
         return self._loss_and_grad(batch, self._views)
 
     @torch.no_grad()
-    def eval_loss(self, docs: list[list[int]]) -> float:
+    def eval_loss(self, docs: list[list[int]], divisor: int | None = None) -> float:
+        """See `GPT.eval_loss`; with `divisor`, the sum of the documents' mean losses over
+        `divisor` (as `compute_grad`)."""
         self._refresh_compute_weights()
         total = 0.0
         for start in range(0, len(docs), EVAL_CHUNK):
-            batch = self.packer.pack(docs[start : start + EVAL_CHUNK], divisor=len(docs))
+            batch = self.packer.pack(docs[start : start + EVAL_CHUNK], divisor or len(docs))
             logits = self._logits(self._forward(batch, self._views, None), self._views)
             total += cross_entropy(logits, batch.targets, batch.neg_weights).item()
         return total
@@ -391,11 +401,12 @@ def residual(x: Tensor, a: Tensor, w_t: Tensor, p: float, rng) -> tuple[Tensor, 
     return out.add_(x), scale
 
 
-def dropout_seed(seed: int, step: int) -> int:
+def dropout_seed(seed: int, step: int, stream: int = 0) -> int:
     """The dropout generator's seed for 0-based step `step` of a run seeded `seed`: a plain
     integer combination (no hash), modulo 2**32 because torch's CPU generator ignores the higher
-    bits; distinct for the 2**32 steps of one seed, and spread apart between seeds."""
-    return (seed * 0x9E3779B1 + step) % 2**32
+    bits; distinct for the 2**32 steps of one seed, and spread apart between seeds. `stream` is
+    a data-parallel rank (its masks differ from the others'); rank 0 draws one process's masks."""
+    return (seed * 0x9E3779B1 + step + stream * 0x85EBCA77) % 2**32
 
 
 def _compile_step(gpt: TensorGPT):
