@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker_model(a)))
         return
 
-    from microgpt.ablate.worker import cpu_model
+    from microgpt.environment import cpu_model
 
     anchor = a.anchor.resolve()
     if not anchor.is_file():

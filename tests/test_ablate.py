@@ -107,6 +107,7 @@ def test_json_schema(study):
         assert run["mean_last_n"] == pytest.approx(sum(run["losses"][-3:]) / 3)
         assert {"microgpt", "python", "cpu"} <= run["environment"].keys()
         assert run["train_config"]["seed"] == run["seed"]
+        assert run["val_loss_per_token"] is None  # ablate's default: --eval-docs 0
         assert run["model_config"].keys() >= set(SWITCHES)
     designs = doc["designs"]
     assert [d["switches"] for d in designs] == [d.flags() for d in DESIGNS]

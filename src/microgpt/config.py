@@ -211,7 +211,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient's global L2 norm to this; 0: off
     dropout: float = 0.0  # tensor mode only: on attention weights and residual branches
     eval_every: int = 0  # evaluate on held-out data every K steps; 0: only at the end
-    eval_docs: int | None = None  # held-out documents (windows) of the per-token loss; None: all
+    eval_docs: int | None = None  # held-out documents (windows) of the per-token loss; None: all,
+    # 0: no per-token evaluation
 
     def __post_init__(self) -> None:
         _positive_int("--steps", self.steps)
@@ -249,8 +250,13 @@ class TrainConfig:
                 f"--{name.replace('_', '-')} must be 0 or more, got {value!r}",
             )
         _require(
-            self.eval_docs is None or (isinstance(self.eval_docs, int) and self.eval_docs >= 1),
-            f"--eval-docs must be a positive integer, got {self.eval_docs!r}",
+            self.eval_docs is None
+            or (
+                isinstance(self.eval_docs, int)
+                and not isinstance(self.eval_docs, bool)
+                and self.eval_docs >= 0
+            ),
+            f"--eval-docs must be 0 or more, got {self.eval_docs!r}",
         )
         _require(
             _finite(self.min_lr) and 0 <= self.min_lr <= self.learning_rate,

@@ -119,8 +119,9 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g.add_argument(
         "--eval-docs",
         metavar="N",
-        type=int_at_least(1),
-        help="held-out documents (stream: windows) of the per-token val loss (default: all)",
+        type=int_at_least(0),
+        help="held-out documents (stream: windows) of the per-token val loss (default: all; "
+        "0: none, the default of ablate)",
     )
     g.add_argument(
         "--eval-every",

@@ -146,6 +146,9 @@ def make_study(args: argparse.Namespace):
             )
     varied = parse_vary(args.vary or list(DEFAULT_VARY))
     fixed_model, fixed_train = model_args(args), train_args(args)
+    # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
+    # several seconds, so a study makes it only when --eval-docs asks
+    fixed_train.setdefault("eval_docs", 0)
     for name in varied:
         if name in fixed_model or name in fixed_train:
             flag = "--" + name.replace("_", "-")

@@ -140,24 +140,27 @@ def plot_scaling(study: Study, summary: dict, path: str | Path) -> None:
     fig = Figure(figsize=(8, 5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    width = (max(xs) / min(xs)) if one and min(xs) > 0 else 1
+    log = one and min(xs) > 0 and max(xs) / min(xs) >= 2  # sizes: doubling steps read evenly
+    span = (max(xs) - min(xs)) or 1
+    labels = [d.label for d in study.designs()]  # colours as in loss_curves.png
     for i, name in enumerate(names):
         points = []
         for x, lv in zip(xs, levels):
             c = next((c for c in diffs if c["name"] == name and c["level"] == lv.flags()), None)
             if c is not None:
                 points.append((x, c))
-        offset = 1 + 0.015 * (i - len(names) / 2) if one and width > 4 else None
-        px = [x * offset if offset else x + 0.03 * (i - len(names) / 2) for x, _ in points]
+        shift = i - (len(names) - 1) / 2  # side by side, so that the intervals do not overlap
+        px = [x * 1.025**shift if log else x + 0.012 * span * shift for x, _ in points]
         py = [c["mean_diff"] for _, c in points]
         low = [c["mean_diff"] - c["low"] if c["low"] is not None else 0 for _, c in points]
         high = [c["high"] - c["mean_diff"] if c["high"] is not None else 0 for _, c in points]
-        color = _color(i, len(names))
+        k = labels.index(name) if name in labels else i
+        color = _color(k, len(labels))
         ax.errorbar(px, py, yerr=[low, high], fmt="o-", color=color, ms=4, capsize=3, label=name)
     ax.axhline(0, color="gray", lw=1)
     if one:
         ax.set_xlabel(study.numeric[0])
-        if width > 4:
+        if log:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
     else:

@@ -1,0 +1,34 @@
+"""The benchmark scripts still run (a few steps each): they import the package's internals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_scalar_speed_runs():
+    out = run("bench/scalar_speed.py", "--steps", "2", "--repeats", "1")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["losses_equal_to_6_decimals"] is True
+
+
+def test_tensor_speed_runs():
+    pytest.importorskip("torch")
+    anchor = ROOT.parent / "shared" / "bench" / "naive_torch_anchor.py"
+    if not anchor.exists():
+        pytest.skip("the shared anchor is not beside this checkout")
+    flags = ["--scenarios", "batch1", "--repeats", "1", "--steps-scale", "0.02", "--no-scalar"]
+    out = run("bench/tensor_speed.py", *flags, "--qk-norm", "--position", "rope")
+    assert "batch1" in out
