@@ -12,7 +12,7 @@ from microgpt.cli import main  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402
 from microgpt.train import prepare, train  # noqa: E402
 
-SMALL = ["--n-embd", "8", "--n-head", "2", "--val-docs", "50"]
+SMALL = ["--n-embd", "8", "--n-head", "2", "--val-docs", "50", "--eval-docs", "50"]
 MODES = {"scalar": ["--mode", "scalar"], "tensor": ["--mode", "tensor", "--dtype", "float64"]}
 
 
@@ -27,7 +27,7 @@ def save_partial_run(mode: str, path, steps: int, stop_after: int) -> None:
         if step == stop_after:
             raise KeyboardInterrupt
 
-    tc = TrainConfig(steps=steps, val_docs=50)
+    tc = TrainConfig(steps=steps, val_docs=50, eval_docs=50)
     config, prep = prepare(None, {"n_embd": 8, "n_head": 2}, tc)
     tensor = TensorOptions(dtype="float64", device="cpu") if mode == "tensor" else None
     with pytest.raises(KeyboardInterrupt):
