@@ -7,7 +7,6 @@ line on stderr and exit status 2, with no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import sys
@@ -207,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--mode {args.mode} trains in one process: under torchrun use --mode tensor "
             "(microgpt ablate shares its runs over the ranks in either mode)"
         )
-    from microgpt.distributed import Group
+    from microgpt.distributed import Group, run_on_ranks
     from microgpt.tensor.device import resolve
 
     options = tensor_options(args)
@@ -218,13 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else "train again (--out CKPT --save-every K keep checkpoints to resume from)"
     )
     group = Group(world, resolve(options).device.type, args.dist_timeout, then=kept)
-    try:
-        if world.main:
-            return _train(args, world, group)
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            return _train(args, world, group)
-    finally:
-        group.close()
+    return run_on_ranks(group, _train, args, world, group)
 
 
 def _train(args: argparse.Namespace, world, group) -> int:

@@ -275,6 +275,18 @@ class Group:
             return []
 
 
+def run_on_ranks(group: Group, command, *args) -> int:
+    """`command(*args)` on this rank: rank 0 prints, the others' stdout goes nowhere (their
+    errors still reach stderr); the group is closed however it ends."""
+    try:
+        if group.world.main:
+            return command(*args)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return command(*args)
+    finally:
+        group.close()
+
+
 def _wait_for_master(timeout_s: float) -> None:
     """Wait until MASTER_ADDR:MASTER_PORT accepts a connection (rank 0's store, or torchrun's
     agent's); OSError after `timeout_s`."""

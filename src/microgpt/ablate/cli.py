@@ -9,7 +9,6 @@ whose default name is derived from the settings, so running the same command aga
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import sys
@@ -209,18 +208,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return _ablate(args, world, None)
     if args.dry_run and not world.main:
         return 0
-    from microgpt.distributed import Group
+    from microgpt.distributed import Group, run_on_ranks
 
     make_study(args)  # every bad flag is an error before the ranks meet
     kept = "every finished run is kept: the same command trains the rest"
     group = Group(world, "cpu", args.dist_timeout, patient=True, then=kept)
-    try:
-        if world.main:
-            return _ablate(args, world, group)
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            return _ablate(args, world, group)
-    finally:
-        group.close()
+    return run_on_ranks(group, _ablate, args, world, group)
 
 
 def _ablate(args: argparse.Namespace, world, group) -> int:
