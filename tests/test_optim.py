@@ -203,10 +203,14 @@ def random_docs(rng: random.Random, count: int) -> list[list[int]]:
     ]
 
 
-@pytest.mark.parametrize("batch_size,clip", [(1, 1.7), (3, 0.9)])  # clip: about the median norm
-def test_modes_agree_with_every_option_on(batch_size, clip):
+@pytest.mark.parametrize(
+    "batch_size,clip,loss_average",  # clip: about the median norm
+    [(1, 1.7, "document"), (3, 0.9, "document"), (3, 0.9, "token")],
+)
+def test_modes_agree_with_every_option_on(batch_size, clip, loss_average):
     config = ModelConfig(vocab_size=VOCAB, n_layer=2, n_embd=8, n_head=2, block_size=6)
     tc = TrainConfig(
+        loss_average=loss_average,
         steps=20,
         learning_rate=0.03,
         lr_schedule="cosine",
@@ -237,6 +241,62 @@ def test_modes_agree_with_every_option_on(batch_size, clip):
             want_m = torch.tensor(want_m, dtype=F64)
             err = (torch.tensor(got_state[key][name], dtype=F64) - want_m).abs().max()
             assert err <= PARITY_REL * want_m.abs().max(), (key, name, float(err))
+
+
+# the training loss's average -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["scalar", "tensor"])
+def test_token_average_is_the_mean_over_every_predicted_token(mode):
+    """--loss-average token: the batch loss is the per-token held-out loss's formula (total
+    -log p over the count of predictions) on the batch; document: the mean of the documents'
+    own means. Documents of different lengths, one longer than block_size, tell them apart."""
+    config = ModelConfig(vocab_size=VOCAB, n_layer=2, n_embd=8, n_head=2, block_size=6)
+    weights = init_weights(config, random.Random(2))
+    docs = [[5, 1, 5], [5, 0, 1, 2, 3, 4, 0, 1, 5], [5, 2, 3, 5]]
+    options = TensorOptions(device="cpu", dtype="float64") if mode == "tensor" else None
+    losses = {}
+    for average in ("document", "token"):
+        tc = TrainConfig(loss_average=average)
+        gpt = make_gpt(mode, config, weights, tc, options)
+        losses[average] = gpt.train_step(docs, lr=0.0)
+    total, count = gpt.eval_token_loss(docs)
+    assert count == 2 + 6 + 3
+    assert losses["token"] == pytest.approx(total / count, rel=1e-13)
+    assert losses["document"] == pytest.approx(gpt.eval_loss(docs), rel=1e-13)
+    assert abs(losses["token"] - losses["document"]) > 1e-3
+
+
+@pytest.mark.parametrize("average", ["document", "token"])
+def test_shares_packed_with_the_batch_divisor_sum_to_the_batch(average):
+    """What a data-parallel step does: each rank's share, packed with the divisor of the whole
+    batch, gives a loss and gradient that sum over the shares to the whole batch's."""
+    config = ModelConfig(vocab_size=VOCAB, n_layer=2, n_embd=8, n_head=2, block_size=6)
+    weights = init_weights(config, random.Random(2))
+    tc = TrainConfig(loss_average=average)
+    gpt = TensorGPT(config, weights, tc, TensorOptions(device="cpu", dtype="float64"))
+    docs = random_docs(random.Random(4), 7)
+    whole = gpt.compute_grad(docs).item(), gpt.grad.clone()
+    divisor = gpt.packer.divisor(docs, gpt.per_token)
+    assert divisor == (sum(min(6, len(d) - 1) for d in docs) if average == "token" else 7)
+    loss, grad = 0.0, torch.zeros_like(gpt.grad)
+    for share in (docs[:3], docs[3:]):
+        loss += gpt.compute_grad(share, divisor).item()
+        grad += gpt.grad
+    assert loss == pytest.approx(whole[0], rel=1e-14)
+    torch.testing.assert_close(grad, whole[1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["scalar", "tensor"])
+def test_one_document_averages_alike_bit_for_bit(mode):
+    config = ModelConfig(vocab_size=VOCAB, n_layer=2, n_embd=8, n_head=2, block_size=6)
+    weights = init_weights(config, random.Random(2))
+    runs = []
+    for average in ("document", "token"):
+        gpt = make_gpt(mode, config, weights, TrainConfig(loss_average=average, steps=5))
+        rng = random.Random(3)
+        runs.append([gpt.train_step(random_docs(rng, 1), 0.01) for _ in range(5)])
+    assert runs[0] == runs[1]
 
 
 # dropout: tensor mode only ------------------------------------------------------------------------

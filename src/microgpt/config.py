@@ -210,6 +210,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW), on every weight matrix
     grad_clip: float = 0.0  # clip the gradient's global L2 norm to this; 0: off
     dropout: float = 0.0  # tensor mode only: on attention weights and residual branches
+    loss_average: str = "document"  # document: mean over documents of each one's mean loss (the
+    # reference's batch loss) | token: mean over every predicted token of the batch (makemore's)
     eval_every: int = 0  # evaluate on held-out data every K steps; 0: only at the end
     eval_docs: int | None = None  # held-out documents (windows) of the per-token loss; None: all,
     # 0: no per-token evaluation
@@ -239,6 +241,10 @@ class TrainConfig:
             f"--val-fraction must be in [0, 1), got {self.val_fraction!r}",
         )
         _require(self.data in DATA_KINDS, f"--data must be lines or stream, got {self.data!r}")
+        _require(
+            self.loss_average in LOSS_AVERAGES,
+            f"--loss-average must be document or token, got {self.loss_average!r}",
+        )
         _require(
             self.lr_schedule in LR_SCHEDULES,
             f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
@@ -284,6 +290,7 @@ class TrainConfig:
 
 
 DATA_KINDS = ("lines", "stream")
+LOSS_AVERAGES = ("document", "token")
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,13 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
         help="tensor mode: dropout on attention weights and residual branches (0)",
     )
     g.add_argument(
+        "--loss-average",
+        choices=("document", "token"),
+        help="a batch's training loss: the mean over its documents of each one's mean "
+        "(default, the reference's) or the mean over all its predicted tokens (makemore's; "
+        "the per-token validation loss is that mean)",
+    )
+    g.add_argument(
         "--last-n",
         metavar="N",
         type=int_at_least(1),

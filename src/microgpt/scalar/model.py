@@ -154,21 +154,29 @@ class ScalarGPT:
         x_out = linear(hidden, w[f"layer{i}.mlp_fc2"])
         return [a + b for a, b in zip(x_out, x)]
 
-    def document_loss(self, tokens: list[int]) -> Value:
-        """Mean over the document's positions of -log p(next token)."""
+    def token_losses(self, tokens: list[int]) -> list[Value]:
+        """-log p(next token) at each of the document's positions."""
         inputs, targets = training_pairs(tokens, self.config.block_size)
         keys = [[] for _ in range(self.config.n_layer)]
         values = [[] for _ in range(self.config.n_layer)]
-        losses = [
+        return [
             cross_entropy(self.forward(tok, pos, keys, values), target)
             for pos, (tok, target) in enumerate(zip(inputs, targets))
         ]
+
+    def document_loss(self, tokens: list[int]) -> Value:
+        """Mean over the document's positions of -log p(next token)."""
+        losses = self.token_losses(tokens)
         return (1 / len(losses)) * vsum(losses)
 
     def batch_loss(self, docs: list[list[int]]) -> Value:
-        """Mean over documents of each document's mean loss (one document: the reference)."""
+        """Mean over documents of each document's mean loss (one document: the reference), or
+        with --loss-average token the mean over all the documents' predicted tokens."""
         if len(docs) == 1:
             return self.document_loss(docs[0])
+        if self.train_config.loss_average == "token":
+            losses = [loss for d in docs for loss in self.token_losses(d)]
+            return (1 / len(losses)) * vsum(losses)
         return (1 / len(docs)) * vsum([self.document_loss(d) for d in docs])
 
     # the interface the training loop uses ------------------------------------------------------

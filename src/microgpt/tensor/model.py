@@ -170,6 +170,7 @@ class TensorGPT:
         # dropout, in the training forward only (eval_loss and logits never drop): a generator
         # re-seeded every step from (seed, step), so a resumed run draws the same masks
         self.dropout = train.dropout
+        self.per_token = train.loss_average == "token"  # the training loss's average
         self._dropout_rng = torch.Generator(device=p.device) if train.dropout > 0 else None
         self.dropout_stream = 0  # and the rank, in a data-parallel run (0 in one process)
         self._compiled = _compile_step(self) if options.compile else None
@@ -325,12 +326,13 @@ class TensorGPT:
 
     def compute_grad(self, docs: list[list[int]], divisor: int | None = None) -> Tensor:
         """The loss on `docs` (a (1, 1) tensor), leaving its gradient in `self.grad`: the mean
-        over documents of each one's mean loss, or with `divisor` their sum over `divisor` (a
-        data-parallel rank's share of a larger batch).
+        over documents of each one's mean loss (or with --loss-average token over all their
+        predicted tokens), or with `divisor` the sum over `divisor` (a data-parallel rank's
+        share of a larger batch: `divisor` is then `self.packer.divisor` of the whole batch).
 
         No tensor here requires grad, so no autograd graph is built; `no_grad` would only add
         overhead."""
-        batch = self.packer.pack(docs, divisor)
+        batch = self.packer.pack(docs, divisor, self.per_token)
         self._refresh_compute_weights()
         if self._dropout_rng is not None:
             seed = dropout_seed(self.train_config.seed, self.step, self.dropout_stream)

@@ -191,10 +191,16 @@ def swap_halves(x: Tensor) -> Tensor:
 def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
     """y = x * scale, scale = mask / (1 - p) with mask_i ~ Bernoulli(1 - p) drawn from
     `generator`; returns y and scale (shaped as x) for the backward. p = 0 returns x itself
-    and None, and draws nothing."""
+    and None, and draws nothing.
+
+    The mask keeps r_i < round((1 - p) 2^31) for r_i uniform 31-bit integers (what `random_`
+    draws into int32): a keep probability within 2^-32 of 1 - p, at a third of the cost of
+    `bernoulli_` on a CPU, whose generator makes one float per element the slow way."""
     if p == 0:
         return x, None
-    scale = torch.empty_like(x).bernoulli_(1 - p, generator=generator).div_(1 - p)
+    r = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_(generator=generator)
+    keep = r < round((1 - p) * 2**31)
+    scale = keep.to(x.dtype).mul_(1 / (1 - p))
     return x * scale, scale
 
 

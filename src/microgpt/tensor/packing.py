@@ -31,7 +31,7 @@ class Batch:
     tokens: Tensor  # (N,) input token at each position (0 at padding)
     positions: Tensor  # (N,) position inside its own document (0 at padding)
     targets: Tensor  # (N, 1) next token (0 at padding)
-    weights: Tensor  # (N, 1) 1 / (documents * n) for a document of n predictions; 0 at padding
+    weights: Tensor  # (N, 1) the position's share of the loss (see `Packer.pack`); 0 at padding
     neg_weights: Tensor  # (N, 1) -weights
     mask: Tensor  # (R, W, W) additive: 0 where query i may see key j, else -inf
 
@@ -91,28 +91,39 @@ class Packer:
         self._single_weights = _Lazy(single_weights)
         self._ranges = _Lazy(lambda n: list(range(n)))  # the positions of n predictions
         self._reciprocals = _Lazy(lambda n: [1 / n] * n)  # their 1/n
+        self._ones = _Lazy(lambda n: [1.0] * n)
         self._zeros = _Lazy(lambda n: [0] * n)  # n padding positions
         self._float_zeros = _Lazy(lambda n: [0.0] * n)
 
-    def pack(self, docs: list[list[int]], divisor: int | None = None) -> Batch:
-        """Pack `docs`; a document of n predictions weighs 1 / (divisor * n) per position,
-        where `divisor` defaults to len(docs)."""
+    def divisor(self, docs: list[list[int]], per_token: bool = False) -> int:
+        """The default `divisor` of `pack(docs, per_token=per_token)`: the number of documents,
+        or per token the number of predicted tokens."""
+        if per_token:
+            return sum(min(self.block_size, len(d) - 1) for d in docs)
+        return len(docs)
+
+    def pack(
+        self, docs: list[list[int]], divisor: int | None = None, per_token: bool = False
+    ) -> Batch:
+        """Pack `docs`; each position of a document of n predictions weighs 1 / (divisor * n)
+        (the mean over documents of each one's mean), or per token 1 / divisor (the mean over
+        all predicted tokens); `divisor` defaults to `self.divisor(docs, per_token)`."""
         T = self.block_size
         lengths = [min(T, len(d) - 1) for d in docs]
         if not lengths or min(lengths) < 1:
             raise ValueError("give at least one document, each of at least 2 tokens")
-        divisor = divisor or len(docs)
-        if len(docs) == 1 and divisor == 1:
+        divisor = divisor or self.divisor(docs, per_token)
+        if len(docs) == 1 and divisor == (lengths[0] if per_token else 1):
             return self._pack_one(docs[0], lengths[0])
         plan = plan_rows(lengths, T)
         R, W = len(plan), max(sum(lengths[d] for d in row) for row in plan)
 
-        ranges, reciprocals = self._ranges, self._reciprocals
+        ranges, shares = self._ranges, self._ones if per_token else self._reciprocals
         zeros, float_zeros = self._zeros, self._float_zeros
         tokens: list[int] = []
         targets: list[int] = []
         positions: list[int] = []
-        inverse_n: list[float] = []  # 1 / n of the position's document, 0 at padding
+        share: list[float] = []  # 1 / n of the position's document (or 1 per token), 0 at padding
         for row in plan:
             fill = 0
             for d in row:
@@ -120,18 +131,18 @@ class Packer:
                 tokens += doc[:n]
                 targets += doc[1 : n + 1]
                 positions += ranges[n]
-                inverse_n += reciprocals[n]
+                share += shares[n]
                 fill += n
             pad = W - fill  # padding: token 0, target 0, position 0, weight 0
             tokens += zeros[pad]
             targets += zeros[pad]
             positions += zeros[pad]
-            inverse_n += float_zeros[pad]
+            share += float_zeros[pad]
 
         ints = torch.frombuffer(array("q", tokens + targets + positions), dtype=torch.int64)
         ints = ints.to(self.device).view(3, R * W)
-        inverse_n = torch.frombuffer(array("d", inverse_n), dtype=torch.float64)
-        inverse_n = inverse_n.to(self.device, self.loss_dtype).view(R * W, 1)
+        shares = torch.frombuffer(array("d", share), dtype=torch.float64)
+        shares = shares.to(self.device, self.loss_dtype).view(R * W, 1)
         # a key is blocked if it comes after the query or before the query's document starts;
         # a padding position starts its own document, so it sees only itself
         columns = self._columns[:W]
@@ -145,8 +156,8 @@ class Packer:
             tokens=ints[0],
             positions=ints[2],
             targets=ints[1, :, None],
-            weights=inverse_n * (1 / divisor),
-            neg_weights=inverse_n * (-1 / divisor),
+            weights=shares * (1 / divisor),
+            neg_weights=shares * (-1 / divisor),
             mask=mask,
         )
 

@@ -4,9 +4,10 @@ Every rank holds the whole model, drawn from the same seed, and applies the same
 the same gradient, so the ranks stay bit-identical. A step: rank r takes its contiguous share of
 the step's B documents (`World.share`), packs them with divisor B, so that the shares' losses
 and gradients *sum* to the one-process loss and gradient (the mean over the B documents of each
-one's mean per-token loss); one all-reduce of the flat gradient buffer, the loss in its spare
-slot, gives every rank that sum; then Adam, whose gradient clipping therefore sees the global
-norm. A rank whose share is empty (B < ranks) contributes zeros.
+one's mean per-token loss; with --loss-average token the divisor is the batch's number of
+predicted tokens, and the sum their mean); one all-reduce of the flat gradient buffer, the loss
+in its spare slot, gives every rank that sum; then Adam, whose gradient clipping therefore sees
+the global norm. A rank whose share is empty (B < ranks) contributes zeros.
 
 In float64 this is one process's arithmetic up to the order of a few sums (measured: per-step
 losses within 1.2e-15 relative); in float32, within its rounding of those sums (6e-7). Dropout
@@ -43,7 +44,8 @@ class DataParallelGPT:
         gpt, buffer = self.gpt, self.gpt.grad_and_loss
         mine = self.world.share(docs)
         if mine:
-            buffer[-1:].copy_(gpt.compute_grad(mine, divisor=len(docs)).view(1))
+            divisor = gpt.packer.divisor(docs, gpt.per_token)  # of the whole batch
+            buffer[-1:].copy_(gpt.compute_grad(mine, divisor).view(1))
         else:
             buffer.zero_()
         self.group.sum_(buffer)
