@@ -243,7 +243,7 @@ def test_modes_agree_with_every_option_on(batch_size, clip, loss_average):
             assert err <= PARITY_REL * want_m.abs().max(), (key, name, float(err))
 
 
-# the training loss's average -----------------------------------------------------------------------
+# the training loss's average ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["scalar", "tensor"])
