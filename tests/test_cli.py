@@ -73,6 +73,8 @@ def test_missing_input_and_directory(tmp_path, capsys):
         (["--mode", "quantum"], "unknown mode"),
         (["--dtype", "float64"], "tensor only"),
         (["--save-every", "5"], "--out"),
+        (["--data", "stream", "--reshuffle"], "--reshuffle applies to --data lines"),
+        (["--loss-average", "mean"], "invalid choice"),
         (["--bogus"], "unrecognized"),
     ],
 )

@@ -67,6 +67,20 @@ def test_batches_walk_the_documents_in_order():
     assert batch_indices(2, 4, 10) == [8, 9, 0, 1]
 
 
+def test_reshuffled_epochs_each_see_every_document_once_in_a_new_order():
+    n, B = 10, 3
+    first = [i for step in range(4) for i in batch_indices(step, B, n, reshuffle=True, seed=7)]
+    assert first[:n] == list(range(n)), "the first epoch keeps the given order"
+    walk = [i for step in range(40) for i in batch_indices(step, B, n, reshuffle=True, seed=7)]
+    epochs = [walk[e * n : (e + 1) * n] for e in range(len(walk) // n)]
+    assert all(sorted(e) == list(range(n)) for e in epochs), "each epoch: every document once"
+    assert len({tuple(e) for e in epochs}) == len(epochs), "each epoch in its own order"
+    again = [i for step in range(40) for i in batch_indices(step, B, n, reshuffle=True, seed=7)]
+    assert again == walk, "a function of (seed, step): a resumed run reads the same"
+    other = [i for step in range(40) for i in batch_indices(step, B, n, reshuffle=True, seed=8)]
+    assert other[:n] == walk[:n] and other != walk
+
+
 def test_long_documents_are_cut_to_block_size():
     tokens = list(range(40))
     inputs, targets = training_pairs(tokens, 16)

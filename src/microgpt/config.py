@@ -210,6 +210,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW), on every weight matrix
     grad_clip: float = 0.0  # clip the gradient's global L2 norm to this; 0: off
     dropout: float = 0.0  # tensor mode only: on attention weights and residual branches
+    reshuffle: bool = False  # lines: each epoch in its own order (False: all in the first's)
     loss_average: str = "document"  # document: mean over documents of each one's mean loss (the
     # reference's batch loss) | token: mean over every predicted token of the batch (makemore's)
     eval_every: int = 0  # evaluate on held-out data every K steps; 0: only at the end
@@ -241,6 +242,14 @@ class TrainConfig:
             f"--val-fraction must be in [0, 1), got {self.val_fraction!r}",
         )
         _require(self.data in DATA_KINDS, f"--data must be lines or stream, got {self.data!r}")
+        _require(
+            isinstance(self.reshuffle, bool),
+            f"reshuffle must be true or false, got {self.reshuffle!r}",
+        )
+        _require(
+            not (self.reshuffle and self.data == "stream"),
+            "--reshuffle applies to --data lines (a stream's windows are drawn at random)",
+        )
         _require(
             self.loss_average in LOSS_AVERAGES,
             f"--loss-average must be document or token, got {self.loss_average!r}",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -153,10 +153,28 @@ def shuffle_and_split(docs: list[str], rng: random.Random, val_fraction: float) 
     return Split(train=docs[: len(docs) - n_val], val=docs[len(docs) - n_val :])
 
 
-def batch_indices(step: int, batch_size: int, n_docs: int) -> list[int]:
-    """The documents of step `step` (0-based): the next `batch_size` in order, wrapping around."""
+def batch_indices(
+    step: int, batch_size: int, n_docs: int, reshuffle: bool = False, seed: int = 0
+) -> list[int]:
+    """The documents of step `step` (0-based): the next `batch_size` in order, wrapping around
+    (the reference: every epoch in the same order), or with `reshuffle` in each epoch's own
+    order (`epoch_order`). Either depends on the step alone, so a resumed run reads the same."""
     start = step * batch_size
-    return [(start + j) % n_docs for j in range(batch_size)]
+    if not reshuffle:
+        return [(start + j) % n_docs for j in range(batch_size)]
+    positions = (divmod(start + j, n_docs) for j in range(batch_size))
+    return [epoch_order(seed, epoch, n_docs)[i] for epoch, i in positions]
+
+
+@lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n_docs: int) -> tuple[int, ...]:
+    """The order of the training documents in epoch `epoch` with --reshuffle: the first epoch
+    in the given order (as without it), each later one a permutation drawn from (seed, epoch)
+    by its own RNG (a string seed: the same on every platform and Python)."""
+    order = list(range(n_docs))
+    if epoch > 0:
+        random.Random(f"microgpt epoch {seed} {epoch}").shuffle(order)
+    return tuple(order)
 
 
 def training_pairs(tokens: list[int], block_size: int) -> tuple[list[int], list[int]]:

@@ -182,6 +182,12 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
         help="tensor mode: dropout on attention weights and residual branches (0)",
     )
     g.add_argument(
+        "--reshuffle",
+        action=argparse.BooleanOptionalAction,
+        help="lines: put every epoch after the first in its own order, drawn from the seed "
+        "(default: every epoch in the first's order, as the reference)",
+    )
+    g.add_argument(
         "--loss-average",
         choices=("document", "token"),
         help="a batch's training loss: the mean over its documents of each one's mean "

@@ -179,7 +179,8 @@ def token_data(prep: Prepared, tc: TrainConfig, block_size: int):
     train_docs = [tokenizer.encode_document(d) for d in prep.split.train]
 
     def step_docs(step: int) -> list[list[int]]:
-        return [train_docs[i] for i in batch_indices(step, tc.batch_size, len(train_docs))]
+        indices = batch_indices(step, tc.batch_size, len(train_docs), tc.reshuffle, tc.seed)
+        return [train_docs[i] for i in indices]
 
     return step_docs, [tokenizer.encode_document(d) for d in prep.split.val]
 
