@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             rs = runs[name]
             label = f"microgpt --config {name}"
             if name == "anchor":
-                label = f"nanoGPT CPU recipe, run here ({anchor_threads or 'default'} threads)"
+                n = anchor_threads or "default"
+                label = f"nanoGPT CPU recipe, run here ({n} thread{'' if n == 1 else 's'})"
             goal = ""
             if name in GOALS:
                 loss_goal, secs_goal = GOALS[name]
@@ -188,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'  ' + label:<52} {fmt(loss, '9.4f')} {fmt(secs, '8.1f')} "
                 f"{fmt(tps, '9,.0f')} {fmt(None, '7')}"
             )
+    if "shakespeare" in runs and "anchor" in runs:
+        ours, anchor = runs["shakespeare"], runs["anchor"]
+        quoted_secs, quoted_tps = QUOTED["shakespeare"][0][2:]
+        pace = median(anchor, "tokens_per_s") / quoted_tps
+        print(
+            f"side by side: the Shakespeare recipe trained in "
+            f"{median(ours, 'train_seconds') / median(anchor, 'train_seconds'):.2f}x the anchor's "
+            f"time at {median(ours, 'tokens_per_s') / median(anchor, 'tokens_per_s'):.2f}x its "
+            f"tokens/s; the anchor ran at {pace:.2f}x its quoted speed, so 60 s at that speed is "
+            f"about {60 / pace:.0f} s here"
+        )
     for note in notes:
         print(f"note: {note}")
     print(
