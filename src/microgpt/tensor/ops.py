@@ -194,8 +194,8 @@ def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> tuple[Ten
     and None, and draws nothing.
 
     The mask keeps r_i < round((1 - p) 2^31) for r_i uniform 31-bit integers (what `random_`
-    draws into int32): a keep probability within 2^-32 of 1 - p, at a third of the cost of
-    `bernoulli_` on a CPU, whose generator makes one float per element the slow way."""
+    draws into int32): a keep probability within 2^-32 of 1 - p, at about a third of the cost of
+    `bernoulli_` on a CPU (measured: 19 ns per element there, a sixth of a names step)."""
     if p == 0:
         return x, None
     r = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_(generator=generator)

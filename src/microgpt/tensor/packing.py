@@ -118,7 +118,7 @@ class Packer:
         plan = plan_rows(lengths, T)
         R, W = len(plan), max(sum(lengths[d] for d in row) for row in plan)
 
-        ranges, shares = self._ranges, self._ones if per_token else self._reciprocals
+        ranges, unit_shares = self._ranges, self._ones if per_token else self._reciprocals
         zeros, float_zeros = self._zeros, self._float_zeros
         tokens: list[int] = []
         targets: list[int] = []
@@ -131,7 +131,7 @@ class Packer:
                 tokens += doc[:n]
                 targets += doc[1 : n + 1]
                 positions += ranges[n]
-                share += shares[n]
+                share += unit_shares[n]
                 fill += n
             pad = W - fill  # padding: token 0, target 0, position 0, weight 0
             tokens += zeros[pad]
