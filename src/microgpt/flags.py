@@ -179,7 +179,7 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
         "--dropout",
         metavar="P",
         type=number,
-        help="tensor mode: dropout on attention weights and residual branches (0)",
+        help="tensor mode: dropout on the embeddings, attention weights and residual branches (0)",
     )
     g.add_argument(
         "--reshuffle",

@@ -230,7 +230,7 @@ def train(
         checkpoint.save(out, make_checkpoint(gpt, result, prep, tc))
         saved_at = step
 
-    def evaluated(step: int, val_loss: float) -> None:
+    def evaluated(val_loss: float) -> None:
         nonlocal best
         if keep_best and (best is None or val_loss < best):
             best = val_loss
@@ -259,7 +259,7 @@ def train(
             paused = time.perf_counter()
             last_eval = (step + 1, *gpt.eval_token_loss(eval_docs))
             val_loss = last_eval[1] / last_eval[2]
-            evaluated(step + 1, val_loss)
+            evaluated(val_loss)
             if metrics:
                 metrics.eval(step + 1, val_loss)
             if on_eval:
@@ -276,7 +276,7 @@ def train(
     if eval_docs:
         if last_eval is None or last_eval[0] != tc.steps:
             last_eval = (tc.steps, *gpt.eval_token_loss(eval_docs))
-            evaluated(tc.steps, last_eval[1] / last_eval[2])
+            evaluated(last_eval[1] / last_eval[2])
         result.val_loss_per_token = last_eval[1] / last_eval[2]
         result.val_tokens = last_eval[2]
     if group is not None:

@@ -241,12 +241,10 @@ class ScalarGPT:
         total, count = 0.0, 0
         with _evaluating():
             for d in docs:
-                inputs, targets = training_pairs(d, self.config.block_size)
-                keys = [[] for _ in range(self.config.n_layer)]
-                values = [[] for _ in range(self.config.n_layer)]
-                for pos, (tok, target) in enumerate(zip(inputs, targets)):
-                    total += cross_entropy(self.forward(tok, pos, keys, values), target).data
-                count += len(targets)
+                losses = self.token_losses(d)
+                for loss in losses:
+                    total += loss.data
+                count += len(losses)
         return total, count
 
     def logits(self, tokens: list[int]) -> list[float]:

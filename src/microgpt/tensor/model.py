@@ -364,7 +364,7 @@ class TensorGPT:
             logp = torch.log_softmax(logits, dim=-1).gather(1, batch.targets)  # (N, 1)
             real = batch.weights > 0  # padding weighs 0
             total -= torch.where(real, logp, 0).sum(dtype=torch.float64).item()
-        return total, sum(min(self.config.block_size, len(d) - 1) for d in docs)
+        return total, self.packer.divisor(docs, per_token=True)
 
     @torch.no_grad()
     def logits(self, tokens: list[int]) -> list[float]:
