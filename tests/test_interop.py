@@ -20,11 +20,12 @@ metrics = read_metrics
 
 
 def save_partial_run(mode: str, path, steps: int, stop_after: int) -> None:
-    """Train `mode` (float64) towards `steps` and stop after `stop_after`, saved at it."""
+    """Train `mode` (float64) towards `steps` and stop after `stop_after`, saved at it
+    (a step saves after its evaluation, so the stop comes in the next step)."""
     from microgpt.modes import TensorOptions
 
     def stop(step, loss):
-        if step == stop_after:
+        if step == stop_after + 1:
             raise KeyboardInterrupt
 
     tc = TrainConfig(steps=steps, val_docs=50, eval_docs=50)

@@ -116,6 +116,54 @@ def test_resume_continues_exactly(tmp_path, capsys):
     assert summary_resumed["val_loss"] == summary_full["val_loss"]
 
 
+def test_a_resumed_runs_metrics_are_the_whole_runs(tmp_path):
+    """Every step's loss and learning rate and every held-out evaluation, the ones before the
+    interruption included (an evaluation falls on the checkpoint's step), record for record."""
+    from microgpt.train import MetricsWriter
+
+    tc = TrainConfig(steps=30, eval_docs=20, eval_every=5, lr_schedule="cosine", warmup_steps=4)
+    config = prepare(None, SMALL, tc)[0]
+
+    def records(path, resume=None, **kwargs):
+        metrics = MetricsWriter(path)
+        prep = prepare(None, SMALL, tc)[1]
+        train("scalar", config, tc, prep, resume=resume, metrics=metrics, **kwargs)
+        metrics.finish({})
+        return [json.loads(line) for line in open(path)]
+
+    full = records(tmp_path / "full.jsonl")
+    ckpt = tmp_path / "c.safetensors"
+
+    def interrupt_at_12(step, loss):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        records(tmp_path / "stopped.jsonl", out=ckpt, save_every=5, on_step=interrupt_at_12)
+    saved = checkpoint.load(ckpt)
+    assert saved.step == 10 and [s for s, _ in saved.evals] == [5, 10]
+    resumed = records(tmp_path / "resumed.jsonl", resume=saved, out=ckpt)
+    assert [r["step"] for r in full if "val_loss" in r] == [5, 10, 15, 20, 25, 30]
+    assert resumed == full
+    assert checkpoint.load(ckpt).lrs == [lr_at(i, tc) for i in range(30)]
+
+
+def test_a_checkpoint_without_lrs_or_evals_still_reads(tmp_path):
+    """Written before train_lrs and evals: the rates as its own schedule gave them, no evals."""
+    from microgpt import tensorfile
+
+    path = tmp_path / "c.safetensors"
+    tc = TrainConfig(steps=6, eval_docs=10, eval_every=3)
+    config, prep = prepare(None, SMALL, tc)
+    train("scalar", config, tc, prep, out=path)
+    tensors, meta = tensorfile.loads(path.read_bytes())
+    assert checkpoint.load(path).evals and "train_lrs" in tensors
+    del tensors["train_lrs"], meta["evals"]
+    path.write_bytes(tensorfile.dumps(tensors, meta))
+    old = checkpoint.load(path)
+    assert old.lrs == [lr_at(i, tc) for i in range(6)] and old.evals == ()
+
+
 def _flags(model_args):
     """The model flags, and a per-token evaluation over 20 held-out names instead of all."""
     flags = [x for k, v in model_args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
@@ -196,6 +244,9 @@ def test_resume_with_more_steps_extends_the_run(tmp_path, capsys, first, then):
     assert extended.step == 8 and extended.train.steps == 8 and extended.losses[:5] == five
     records = [r for r in map(__import__("json").loads, open(log)) if "lr" in r]
     assert records[5]["lr"] == pytest.approx(0.01 * (1 - 5 / 8))  # the schedule over 8 steps
+    # the first five steps ran on the schedule over 5 steps, and are logged so
+    assert [r["lr"] for r in records[:5]] == pytest.approx([0.01 * (1 - i / 5) for i in range(5)])
+    assert extended.lrs[:5] == [r["lr"] for r in records[:5]]
     # a smaller --steps still contradicts the checkpoint
     assert main([*argv[:-1], "4"]) == 2
     assert "differs from the checkpoint's 8: drop --steps to resume, give more than 8" in (

@@ -2,10 +2,13 @@
 
 Tensors (float64, exact for every mode and dtype): the weights under their model names
 (`wte`, `layer0.attn_wq`, ...), Adam's moments as `adam_m.<name>` and `adam_v.<name>`, and
-the per-step training losses so far as `train_losses`. Metadata (JSON strings): the format
-and its version, the model and training configs, the vocabulary, the step, the RNG state,
-the mode that wrote it, and a fingerprint of the documents, so that a resume can check it
-continues on the same data.
+the per-step training losses and learning rates so far as `train_losses` and `train_lrs`.
+Metadata (JSON strings): the format and its version, the model and training configs, the
+vocabulary, the step, the RNG state, the mode that wrote it, a fingerprint of the documents, so
+that a resume can check it continues on the same data, and the held-out evaluations so far
+(`evals`), so that a resumed run's metrics are the whole run's. Checkpoints written before
+`train_lrs` and `evals` existed read with the learning rates recomputed from their own schedule
+and no evaluations.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from microgpt import tensorfile
 from microgpt.config import SWITCHES, ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.init import Matrix
+from microgpt.schedule import lr_at
 
 FORMAT = "microgpt-checkpoint"
 VERSION = 2  # 2: the model config names every design switch; 1: only the first two
@@ -35,11 +39,13 @@ class Checkpoint:
     step: int  # training steps done
     state: dict[str, dict[str, Matrix]]  # {"weights" | "adam_m" | "adam_v": {name: rows}}
     losses: list[float]  # per-step training loss of steps 1..step
+    lrs: list[float]  # the learning rate of steps 1..step (an extended run changed schedule)
     rng_state: tuple  # random.Random.getstate() after the weight draws
     data_fingerprint: str  # see microgpt.data.fingerprint
     input_path: str | None  # None: the bundled names
     mode: str  # the mode that wrote it
     val_loss: float | None = None  # per-token held-out loss at `step`, if evaluated (--keep-best)
+    evals: tuple[tuple[int, float], ...] = ()  # (step, per-token held-out loss), --eval-every
 
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
@@ -48,6 +54,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         for name, rows in ckpt.state[key].items():
             tensors[prefix + name] = ([len(rows), len(rows[0])], [x for row in rows for x in row])
     tensors["train_losses"] = ([len(ckpt.losses)], list(ckpt.losses))
+    tensors["train_lrs"] = ([len(ckpt.lrs)], list(ckpt.lrs))
     version, internal, gauss_next = ckpt.rng_state
     metadata = {
         "format": FORMAT,
@@ -60,6 +67,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "data_fingerprint": ckpt.data_fingerprint,
         "input_path": json.dumps(ckpt.input_path),
         "mode": ckpt.mode,
+        "evals": json.dumps([list(e) for e in ckpt.evals]),
     }
     if ckpt.val_loss is not None:
         metadata["val_loss"] = json.dumps(ckpt.val_loss)
@@ -97,24 +105,32 @@ def loads(blob: bytes, path: str | Path) -> Checkpoint:
         model = ModelConfig.from_dict(model_dict)
         train = TrainConfig.from_dict(json.loads(meta["train_config"]))
         version, internal, gauss_next = json.loads(meta["rng_state"])
+        losses = tensors["train_losses"][1]
+        if "train_lrs" in tensors:
+            lrs = tensors["train_lrs"][1]
+        else:  # written before train_lrs: as its own schedule gave them
+            lrs = [lr_at(i, train) for i in range(len(losses))]
+        evals = tuple((int(s), float(v)) for s, v in json.loads(meta.get("evals", "[]")))
         ckpt = Checkpoint(
             model=model,
             train=train,
             chars=json.loads(meta["chars"]),
             step=int(meta["step"]),
             state=_unpack_state(tensors, model),
-            losses=tensors["train_losses"][1],
+            losses=losses,
+            lrs=lrs,
             rng_state=(version, tuple(internal), gauss_next),
             data_fingerprint=meta["data_fingerprint"],
             input_path=json.loads(meta["input_path"]),
             mode=meta["mode"],
             val_loss=json.loads(meta["val_loss"]) if "val_loss" in meta else None,
+            evals=evals,
         )
         random.Random().setstate(ckpt.rng_state)  # raises on a malformed state
     except (KeyError, ValueError, TypeError, UserError) as e:
         raise UserError(f"checkpoint {path} is corrupt or incompatible ({e})") from None
     bos = 1 if train.data == "lines" else 0  # a stream's vocabulary has no BOS
-    if len(ckpt.chars) + bos != model.vocab_size or len(ckpt.losses) != ckpt.step:
+    if len(ckpt.chars) + bos != model.vocab_size or not len(ckpt.losses) == len(lrs) == ckpt.step:
         raise UserError(f"checkpoint {path} is inconsistent: its vocabulary or step count is off")
     return ckpt
 

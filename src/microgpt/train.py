@@ -93,6 +93,8 @@ class RunResult:
     train: TrainConfig
     mode: str
     losses: list[float] = field(default_factory=list)  # per step, from step 1
+    lrs: list[float] = field(default_factory=list)  # the learning rate of each step
+    evals: list[tuple[int, float]] = field(default_factory=list)  # --eval-every: (step, loss)
     val_loss: float | None = None  # per document, the reference's
     val_loss_per_token: float | None = None  # over the eval_docs held-out documents
     val_tokens: int = 0  # the tokens val_loss_per_token averages over
@@ -135,6 +137,14 @@ class MetricsWriter:
             self._f = open(self.partial, "w", encoding="utf-8")
         except OSError as e:
             raise UserError(f"cannot write metrics to {self.partial}: {e.strerror}") from None
+
+    def replay(self, result: RunResult) -> None:
+        """The records of the steps and evaluations a resumed run did before it stopped."""
+        evals = dict(result.evals)
+        for i, (loss, lr) in enumerate(zip(result.losses, result.lrs), start=1):
+            self.step(i, loss, lr)
+            if i in evals:
+                self.eval(i, evals[i])
 
     def step(self, step: int, loss: float, lr: float) -> None:
         self._f.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
@@ -213,10 +223,10 @@ def train(
     result = RunResult(config=config, train=tc, mode=mode)
     if resume is not None:
         gpt.load_state(resume.state, resume.step)
-        result.losses = list(resume.losses)
+        result.losses, result.lrs = list(resume.losses), list(resume.lrs)
+        result.evals = list(resume.evals)
         if metrics:
-            for i, loss in enumerate(result.losses):
-                metrics.step(i + 1, loss, lr_at(i, tc))
+            metrics.replay(result)
 
     step_docs, held_out = token_data(prep, tc, config.block_size)
     val_docs = held_out[: tc.val_docs]
@@ -246,25 +256,27 @@ def train(
         if not math.isfinite(loss):
             raise UserError(_diverged_message(step + 1, loss, out, saved_at))
         result.losses.append(loss)
+        result.lrs.append(lr)
         tokens += sum(min(config.block_size, len(d) - 1) for d in docs)
         if metrics:
             metrics.step(step + 1, loss, lr)
-        if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
-            paused = time.perf_counter()
-            save(step + 1)
-            start += time.perf_counter() - paused  # saving is not training time
         if on_step:
             on_step(step + 1, loss)
         if tc.eval_every and (step + 1) % tc.eval_every == 0 and eval_docs:
             paused = time.perf_counter()
             last_eval = (step + 1, *gpt.eval_token_loss(eval_docs))
             val_loss = last_eval[1] / last_eval[2]
+            result.evals.append((step + 1, val_loss))
             evaluated(val_loss)
             if metrics:
                 metrics.eval(step + 1, val_loss)
             if on_eval:
                 on_eval(step + 1, val_loss)
             start += time.perf_counter() - paused  # evaluating is not training time
+        if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
+            paused = time.perf_counter()
+            save(step + 1)  # after the step's evaluation, which it keeps for a resume
+            start += time.perf_counter() - paused  # saving is not training time
     loop_seconds = time.perf_counter() - start
     steps_run = tc.steps - first_step
     if steps_run and loop_seconds > 0:
@@ -309,11 +321,13 @@ def make_checkpoint(
         step=gpt.step,
         state=gpt.export_state(),
         losses=list(result.losses),
+        lrs=list(result.lrs),
         rng_state=prep.rng.getstate(),
         data_fingerprint=prep.fingerprint,
         input_path=prep.input_path,
         mode=gpt.mode,
         val_loss=val_loss,
+        evals=tuple(result.evals),
     )
 
 
