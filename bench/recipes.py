@@ -8,7 +8,9 @@ Runs, one after another and `--repeats` times each (medians reported):
 
 Our figures come from each run's `--metrics` JSON Lines summary record (val_loss_per_token,
 train_seconds, tokens_per_s); wall seconds are the whole command's, start-up, evaluation and
-samples included. The anchor prints one JSON line (its val_loss is the mean of 20 random held-out
+samples included. The names figure is also given apart for the held-out names that occur among
+the training names too (names.txt lists some names twice) and for the others, from the run's
+checkpoint. The anchor prints one JSON line (its val_loss is the mean of 20 random held-out
 batches: the same quantity as our per-token loss over every held-out window, estimated
 differently). The names anchors are quoted, not run: makemore's transformer (about 1.92 test
 loss) and the best published figure (about 1.85: 4 layers, n_embd 64, dropout, 20,000 steps).
@@ -60,8 +62,9 @@ QUOTED = {
 
 def run_ours(name: str, threads: int | None, folder: Path, i: int) -> dict:
     """`microgpt train --config NAME` in a fresh process; the figures of its metrics summary."""
-    metrics = folder / f"{name}-{i}.jsonl"
+    metrics, ckpt = folder / f"{name}-{i}.jsonl", folder / f"{name}-{i}.safetensors"
     cmd = [sys.executable, "-m", "microgpt", "train", "--config", name, "--metrics", str(metrics)]
+    cmd += ["--out", str(ckpt)]
     if threads:
         cmd += ["--threads", str(threads)]
     env = dict(os.environ)
@@ -79,7 +82,7 @@ def run_ours(name: str, threads: int | None, folder: Path, i: int) -> dict:
                 summary = record
     if summary is None:
         raise SystemExit(f"{metrics} has no summary record")
-    return {
+    figures = {
         "val_loss": summary["val_loss_per_token"],
         "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"],
@@ -87,6 +90,34 @@ def run_ours(name: str, threads: int | None, folder: Path, i: int) -> dict:
         "steps": summary["train_config"]["steps"],
         "params": summary["params"],
     }
+    if summary["train_config"]["data"] == "lines":
+        figures["held_out_overlap"] = held_out_overlap(ckpt)
+    return figures
+
+
+def held_out_overlap(path: Path) -> dict:
+    """The checkpoint's per-token held-out loss apart for the held-out documents that also occur
+    among its training documents ("seen") and for the others ("new")."""
+    from microgpt import checkpoint
+    from microgpt.config import TensorOptions
+    from microgpt.modes import make_gpt
+    from microgpt.train import prepare
+
+    ckpt = checkpoint.load(path)
+    model = {k: v for k, v in ckpt.model.to_dict().items() if k != "vocab_size"}
+    config, prep = prepare(ckpt.input_path, model, ckpt.train)
+    options = TensorOptions() if ckpt.mode == "tensor" else None
+    gpt = make_gpt(ckpt.mode, config, prep.weights, ckpt.train, options)
+    gpt.load_state(ckpt.state, ckpt.step)
+    training = set(prep.split.train)
+    figures = {}
+    for part, docs in (
+        ("seen", [d for d in prep.split.val if d in training]),
+        ("new", [d for d in prep.split.val if d not in training]),
+    ):
+        total, tokens = gpt.eval_token_loss([prep.tokenizer.encode_document(d) for d in docs])
+        figures[part] = {"docs": len(docs), "tokens": tokens, "val_loss": total / tokens}
+    return figures
 
 
 def run_anchor(anchor: Path, threads: int | None) -> dict:
@@ -189,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'  ' + label:<52} {fmt(loss, '9.4f')} {fmt(secs, '8.1f')} "
                 f"{fmt(tps, '9,.0f')} {fmt(None, '7')}"
             )
+    for r in runs.get("names", []):
+        seen, new = r["held_out_overlap"]["seen"], r["held_out_overlap"]["new"]
+        print(
+            f"names: per token {seen['val_loss']:.4f} on the {seen['docs']:,} held-out names that "
+            f"also occur among the training names, {new['val_loss']:.4f} on the other "
+            f"{new['docs']:,}"
+        )
     if "shakespeare" in runs and "anchor" in runs:
         ours, anchor = runs["shakespeare"], runs["anchor"]
         quoted_secs, quoted_tps = QUOTED["shakespeare"][0][2:]
