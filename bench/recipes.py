@@ -105,10 +105,9 @@ def held_out_overlap(path: Path) -> dict:
 
     ckpt = checkpoint.load(path)
     model = {k: v for k, v in ckpt.model.to_dict().items() if k != "vocab_size"}
-    config, prep = prepare(ckpt.input_path, model, ckpt.train)
+    prep = prepare(ckpt.input_path, model, ckpt.train)[1]  # the run's split
     options = TensorOptions() if ckpt.mode == "tensor" else None
-    gpt = make_gpt(ckpt.mode, config, prep.weights, ckpt.train, options)
-    gpt.load_state(ckpt.state, ckpt.step)
+    gpt = make_gpt(ckpt.mode, ckpt.model, ckpt.state["weights"], ckpt.train, options)  # as sample
     training = set(prep.split.train)
     figures = {}
     for part, docs in (
