@@ -11,7 +11,9 @@ Constants that would otherwise be Python numbers passed as a tensor operand (eps
 the op itself at these sizes. Scale factors go through `alpha=` / `value=` arguments instead.
 
 Shapes: N positions, C channels; attention works on H heads x R rows of W positions with D
-channels each. The MLP's activations are (forward, backward) pairs by name (`ACTIVATIONS`).
+channels each. In a stack of S runs (`model.py`) tensors have a leading S axis, (S, N, C), and
+attention's sequences are H x S x R; every op here is written over the last axes, so it serves
+both. The MLP's activations are (forward, backward) pairs by name (`ACTIVATIONS`).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ RMS_EPS = 1e-5
 def rmsnorm(x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
     """(..., C) -> y (..., C) and rstd = 1 / sqrt(mean(x²) + eps) (..., 1), over the last
     dimension: a position's C channels, or with qk-norm a head's D channels. eps is 0-dim."""
-    squares = x.square().sum(-1, keepdim=True)  # (N, 1)
+    squares = x.square().sum(-1, keepdim=True)  # (..., 1)
     rstd = torch.add(eps, squares, alpha=1 / x.shape[-1]).rsqrt_()
     return x * rstd, rstd
 
 
 def rmsnorm_backward(dy: Tensor, y: Tensor, rstd: Tensor, dx: Tensor | None = None) -> Tensor:
     """The gradient of x from dy: rstd * (dy - y * mean(dy * y)); added into `dx` if given."""
-    dot = (dy * y).sum(-1, keepdim=True)  # (N, 1)
+    dot = (dy * y).sum(-1, keepdim=True)  # (..., 1)
     centered = torch.addcmul(dy, y, dot, value=-1 / y.shape[-1])
     return centered.mul_(rstd) if dx is None else dx.addcmul_(centered, rstd)
 
@@ -45,20 +47,35 @@ def rmsnorm_backward(dy: Tensor, y: Tensor, rstd: Tensor, dx: Tensor | None = No
 # causal self-attention within documents -----------------------------------------------------------
 
 
+def softmax_rows(x: Tensor, dim: int = -1) -> Tensor:
+    """softmax over the last axis in four whole-tensor kernels: exp(x - max) / sum. A stack's
+    attention has many short rows (W < 16), where torch's fused CPU softmax is slow unless W is
+    a multiple of the vector width (measured at 20 runs, W = 8: 84 us fused, 20 us here)."""
+    e = torch.sub(x, x.amax(dim, keepdim=True)).exp_()
+    return e.div_(e.sum(dim, keepdim=True))
+
+
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float = 0.0, generator=None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    p: float = 0.0,
+    generator=None,
+    softmax=torch.softmax,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """dropout(softmax(q kᵀ / sqrt(D) + mask)) v, the attention weights before the dropout, and
     the dropout's scale (None when p = 0: no dropout).
 
-    q, k, v: (H * R, W, D), head-major: sequence h * R + r is head h of row r. mask: (R, W, W),
-    shared by every head: 0 where query i may see key j and -inf where it may not (a later
-    position, or another document of the same row), so those weights are exactly 0.
+    q, k, v: (H * R, W, D), head-major: sequence h * R + r is head h of row r (in a stack, R
+    counts the rows of every run, S * R). mask: (R, W, W), shared by every head: 0 where query i
+    may see key j and -inf where it may not (a later position, or another document of the same
+    row), so those weights are exactly 0. `softmax`: torch's, or a stack's `softmax_rows`.
     Returns y (H * R, W, D), att and att_scale (H * R, W, W)."""
     scores = torch.bmm(q, k.mT).view(-1, *mask.shape)  # (H, R, W, W)
-    att = torch.softmax(torch.add(mask, scores, alpha=q.shape[-1] ** -0.5), dim=-1)
+    att = softmax(torch.add(mask, scores, alpha=q.shape[-1] ** -0.5), dim=-1)
     att = att.view(q.shape[0], *mask.shape[1:])  # (H * R, W, W)
-    att_dropped, att_scale = dropout(att, p, generator)
+    att_dropped, att_scale = dropout(att, p, generator, heads=True)
     return torch.bmm(att_dropped, v), att, att_scale
 
 
@@ -91,9 +108,9 @@ def cross_entropy(logits: Tensor, targets: Tensor, neg_weights: Tensor) -> Tenso
 
     logits (N, V); targets (N, 1); neg_weights (N, 1) = -weights: 1 / (documents x document
     length) at real positions and 0 at padding, so the sum is the mean over documents of each
-    document's mean loss."""
+    document's mean loss. In a stack, (S, N, ...) in and one loss per run, (S, 1, 1), out."""
     logp = torch.log_softmax(logits, dim=-1)
-    return logp.gather(1, targets).mT @ neg_weights
+    return logp.gather(-1, targets).mT @ neg_weights
 
 
 def cross_entropy_with_grad(
@@ -101,9 +118,9 @@ def cross_entropy_with_grad(
 ) -> tuple[Tensor, Tensor]:
     """The loss and d loss / d logits = weights_i * (softmax(logits_i) - onehot(targets_i))."""
     logp = torch.log_softmax(logits, dim=-1)
-    loss = logp.gather(1, targets).mT @ neg_weights  # (1, 1)
+    loss = logp.gather(-1, targets).mT @ neg_weights  # (1, 1)
     dlogits = logp.exp_().mul_(weights)  # (N, V)
-    return loss, dlogits.scatter_add_(1, targets, neg_weights)
+    return loss, dlogits.scatter_add_(-1, targets, neg_weights)
 
 
 # the MLP's activations: forward(x) -> (y, saved), backward(dy, saved) -> dx -----------------------
@@ -188,17 +205,22 @@ def swap_halves(x: Tensor) -> Tensor:
 # dropout (tensor mode only) -----------------------------------------------------------------------
 
 
-def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+def dropout(x: Tensor, p: float, generator, heads: bool = False) -> tuple[Tensor, Tensor | None]:
     """y = x * scale, scale = mask / (1 - p) with mask_i ~ Bernoulli(1 - p) drawn from
     `generator`; returns y and scale (shaped as x) for the backward. p = 0 returns x itself
-    and None, and draws nothing.
+    and None, and draws nothing. `generator` is a torch.Generator, or a stack's `RunGenerators`
+    (`model.py`), which draws each run's bits as its solo run would; `heads` tells it that x is
+    attention weights (H * S * R, W, W) rather than positions (S, N, C).
 
     The mask keeps r_i < round((1 - p) 2^31) for r_i uniform 31-bit integers (what `random_`
     draws into int32): a keep probability within 2^-32 of 1 - p, at about a third of the cost of
     `bernoulli_` on a CPU (measured: 19 ns per element there, a sixth of a names step)."""
     if p == 0:
         return x, None
-    r = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_(generator=generator)
+    if isinstance(generator, torch.Generator):
+        r = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_(generator=generator)
+    else:
+        r = generator.bits(x, heads)
     keep = r < round((1 - p) * 2**31)
     scale = keep.to(x.dtype).mul_(1 / (1 - p))
     return x * scale, scale

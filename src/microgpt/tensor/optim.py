@@ -29,17 +29,33 @@ class FlatAdam:
         self._beta2 = torch.tensor(train.beta2, **like)
         self._eps = torch.tensor(train.eps, **like)
 
-    def update(self, lr: float, step: int) -> None:
-        """Apply update number `step` (1 for the first) at learning rate `lr`, in place."""
+    def update(self, lr: float | list[float], step: int) -> None:
+        """Apply update number `step` (1 for the first) at learning rate `lr`, in place. A
+        stack's buffers are (S, numel), one run a row, and `lr` is a list of S rates: each run
+        clips by its own gradient's norm and steps at its own rate."""
         b1, b2, g = self.beta1, self.beta2, self.grads
         if self.grad_clip > 0:
-            self.last_grad_norm = norm = torch.linalg.vector_norm(g)
+            if g.dim() == 1:
+                norm = torch.linalg.vector_norm(g)
+            else:
+                norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)  # (S, 1)
+            self.last_grad_norm = norm
             # clamped rather than tested: `if` on a tensor would wait for the device
             g.mul_(torch.clamp(self.grad_clip / (norm + GRAD_CLIP_EPS), max=1.0))
-        if self.weight_decay > 0:
-            self.params.mul_(1 - lr * self.weight_decay)
         m_correction, v_correction = 1 - b1**step, 1 - b2**step
+        if isinstance(lr, list):  # the same Python arithmetic per run, then one (S, 1) column
+            decay = self._column([1 - r * self.weight_decay for r in lr])
+            step_size = self._column([-r / m_correction for r in lr])
+        if self.weight_decay > 0:
+            self.params.mul_(decay if isinstance(lr, list) else 1 - lr * self.weight_decay)
         self.m.mul_(self._beta1).add_(g, alpha=1 - b1)
         self.v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)
         denom = torch.add(self._eps, self.v.sqrt(), alpha=v_correction**-0.5)  # sqrt(v_hat)+eps
-        self.params.addcdiv_(self.m, denom, value=-lr / m_correction)
+        if isinstance(lr, list):
+            self.params.addcdiv_(self.m * step_size, denom)
+        else:
+            self.params.addcdiv_(self.m, denom, value=-lr / m_correction)
+
+    def _column(self, values: list[float]) -> Tensor:
+        column = torch.tensor(values, dtype=torch.float64).view(-1, 1)
+        return column.to(self.params.device, self.params.dtype)

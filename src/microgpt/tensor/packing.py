@@ -24,16 +24,22 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Batch:
-    """Documents packed into R rows of W positions (N = R * W), ready for the model."""
+    """Documents packed into R rows of W positions (N = R * W), ready for the model.
+
+    A stack's batch (`Packer.pack_runs`) has a leading axis of S runs on every field but the
+    mask, written (*S, ...) below: each run's documents packed exactly as its solo batch, then
+    padded to the widest run's W and the longest run's R, so position (row r, column j) of run s
+    is position (r, j) of its solo batch. A solo batch has no S axis at all."""
 
     rows: int  # R
     width: int  # W
-    tokens: Tensor  # (N,) input token at each position (0 at padding)
-    positions: Tensor  # (N,) position inside its own document (0 at padding)
-    targets: Tensor  # (N, 1) next token (0 at padding)
-    weights: Tensor  # (N, 1) the position's share of the loss (see `Packer.pack`); 0 at padding
-    neg_weights: Tensor  # (N, 1) -weights
-    mask: Tensor  # (R, W, W) additive: 0 where query i may see key j, else -inf
+    tokens: Tensor  # (*S, N) input token at each position (0 at padding)
+    positions: Tensor  # (*S, N) position inside its own document (0 at padding)
+    targets: Tensor  # (*S, N, 1) next token (0 at padding)
+    weights: Tensor  # (*S, N, 1) the position's share of the loss (see `Packer.pack`); 0 at padding
+    neg_weights: Tensor  # (*S, N, 1) -weights
+    mask: Tensor  # (S * R, W, W) additive: 0 where query i may see key j, else -inf
+    runs: tuple[tuple[int, int], ...] | None = None  # in a stack: each run's own (rows, width)
 
 
 def plan_rows(lengths: list[int], width: int) -> list[list[int]]:
@@ -108,22 +114,47 @@ class Packer:
         """Pack `docs`; each position of a document of n predictions weighs 1 / (divisor * n)
         (the mean over documents of each one's mean), or per token 1 / divisor (the mean over
         all predicted tokens); `divisor` defaults to `self.divisor(docs, per_token)`."""
-        T = self.block_size
-        lengths = [min(T, len(d) - 1) for d in docs]
-        if not lengths or min(lengths) < 1:
-            raise ValueError("give at least one document, each of at least 2 tokens")
+        lengths = self._lengths(docs)
         divisor = divisor or self.divisor(docs, per_token)
         if len(docs) == 1 and divisor == (lengths[0] if per_token else 1):
             return self._pack_one(docs[0], lengths[0])
-        plan = plan_rows(lengths, T)
+        plan = plan_rows(lengths, self.block_size)
         R, W = len(plan), max(sum(lengths[d] for d in row) for row in plan)
+        lists = _Lists()
+        self._fill(lists, docs, lengths, plan, W, per_token)
+        return self._batch(lists, R, W, [1 / divisor])
 
+    def pack_runs(self, docs: list[list[list[int]]], per_token: bool = False) -> Batch:
+        """A stack's batch: `docs[s]` is run s's documents, packed as `pack(docs[s])` packs them
+        (same rows, same order, same weights), then padded to the stack's R rows and W columns:
+        a padding row is W padding positions. Fields get a leading axis of S runs."""
+        lengths = [self._lengths(d) for d in docs]
+        plans = [
+            [[0]] if len(n) == 1 else plan_rows(n, self.block_size) for n in lengths
+        ]  # one document: one row, as `_pack_one`
+        shapes = tuple(
+            (len(plan), max(sum(n[d] for d in row) for row in plan))
+            for n, plan in zip(lengths, plans)
+        )
+        R, W = max(r for r, _ in shapes), max(w for _, w in shapes)
+        lists = _Lists()
+        for run_docs, n, plan in zip(docs, lengths, plans):
+            self._fill(lists, run_docs, n, plan, W, per_token)
+            lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
+        divisors = [1 / self.divisor(d, per_token) for d in docs]
+        return self._batch(lists, R, W, divisors, shapes)
+
+    def _lengths(self, docs: list[list[int]]) -> list[int]:
+        lengths = [min(self.block_size, len(d) - 1) for d in docs]
+        if not lengths or min(lengths) < 1:
+            raise ValueError("give at least one document, each of at least 2 tokens")
+        return lengths
+
+    def _fill(self, lists, docs, lengths, plan, W: int, per_token: bool) -> None:
+        """Append the rows of `plan` to `lists`, each padded to W positions."""
         ranges, unit_shares = self._ranges, self._ones if per_token else self._reciprocals
-        zeros, float_zeros = self._zeros, self._float_zeros
-        tokens: list[int] = []
-        targets: list[int] = []
-        positions: list[int] = []
-        share: list[float] = []  # 1 / n of the position's document (or 1 per token), 0 at padding
+        tokens, targets, positions = lists.tokens, lists.targets, lists.positions
+        share = lists.share
         for row in plan:
             fill = 0
             for d in row:
@@ -133,32 +164,40 @@ class Packer:
                 positions += ranges[n]
                 share += unit_shares[n]
                 fill += n
-            pad = W - fill  # padding: token 0, target 0, position 0, weight 0
-            tokens += zeros[pad]
-            targets += zeros[pad]
-            positions += zeros[pad]
-            share += float_zeros[pad]
+            lists.pad(W - fill, self)
 
-        ints = torch.frombuffer(array("q", tokens + targets + positions), dtype=torch.int64)
-        ints = ints.to(self.device).view(3, R * W)
-        shares = torch.frombuffer(array("d", share), dtype=torch.float64)
-        shares = shares.to(self.device, self.loss_dtype).view(R * W, 1)
+    def _batch(self, lists, R: int, W: int, scales: list[float], runs=None) -> Batch:
+        """Tensors from `lists` (S runs of R * W positions, S = len(scales)); each run's shares
+        times its scale (1 / divisor). A solo batch (runs None) has no S axis."""
+        S = len(scales)
+        lead = (S,) if runs is not None else ()
+        ints = array("q", lists.tokens + lists.targets + lists.positions)
+        ints = torch.frombuffer(ints, dtype=torch.int64).to(self.device).view(3, *lead, R * W)
+        shares = torch.frombuffer(array("d", lists.share), dtype=torch.float64)
+        shares = shares.to(self.device, self.loss_dtype).view(*lead, R * W, 1)
         # a key is blocked if it comes after the query or before the query's document starts;
         # a padding position starts its own document, so it sees only itself
         columns = self._columns[:W]
-        starts = columns - ints[2].view(R, W)  # (R, W) column where each document starts
+        starts = columns - ints[2].view(S * R, W)  # (S * R, W) column where each document starts
         blocked = torch.lt(columns, starts[:, :, None]).logical_or_(self._future[:W, :W])
-        mask = torch.zeros(R, W, W, dtype=self.compute_dtype, device=self.device)
+        mask = torch.zeros(S * R, W, W, dtype=self.compute_dtype, device=self.device)
         mask.masked_fill_(blocked, float("-inf"))
+        if runs is None:
+            weights, neg_weights = shares * scales[0], shares * -scales[0]
+        else:
+            scale = torch.tensor(scales, dtype=torch.float64).to(self.device, self.loss_dtype)
+            weights = shares * scale.view(S, 1, 1)
+            neg_weights = -weights
         return Batch(
             rows=R,
             width=W,
             tokens=ints[0],
             positions=ints[2],
-            targets=ints[1, :, None],
-            weights=shares * (1 / divisor),
-            neg_weights=shares * (-1 / divisor),
+            targets=ints[1, ..., None],
+            weights=weights,
+            neg_weights=neg_weights,
             mask=mask,
+            runs=runs,
         )
 
     def _pack_one(self, doc: list[int], n: int) -> Batch:
@@ -175,6 +214,24 @@ class Packer:
             neg_weights=neg_weights,
             mask=self._causal[None, :n, :n],
         )
+
+
+class _Lists:
+    """The plain-Python fields of a batch as it is packed, position by position."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.targets: list[int] = []
+        self.positions: list[int] = []
+        self.share: list[float] = []  # 1 / n of the position's document (or 1 per token); 0: pad
+
+    def pad(self, n: int, packer: Packer) -> None:
+        """n padding positions: token 0, target 0, position 0, weight 0."""
+        zeros = packer._zeros[n]
+        self.tokens += zeros
+        self.targets += zeros
+        self.positions += zeros
+        self.share += packer._float_zeros[n]
 
 
 class _Lazy(dict):

@@ -31,15 +31,17 @@ class FlatLayout:
         self.n_layer = config.n_layer
 
     def views(self, flat: Tensor) -> dict[str, Tensor]:
-        """Every matrix of `flat` as a (rows, cols) view, plus each layer's `attn_wqkv`."""
+        """Every matrix of `flat` as a (rows, cols) view, plus each layer's `attn_wqkv`; of a
+        stack's (S, numel) buffer, (S, rows, cols) views."""
         out = {}
         for name, (rows, cols) in self.shapes.items():
             start = self.offsets[name]
-            out[name] = flat[start : start + rows * cols].view(rows, cols)
+            out[name] = flat[..., start : start + rows * cols].unflatten(-1, (rows, cols))
         for i in range(self.n_layer):
             start = self.offsets[f"layer{i}.attn_wq"]
             rows, cols = self.shapes[f"layer{i}.attn_wq"]
-            out[f"layer{i}.attn_wqkv"] = flat[start : start + 3 * rows * cols].view(3 * rows, cols)
+            qkv = flat[..., start : start + 3 * rows * cols]
+            out[f"layer{i}.attn_wqkv"] = qkv.unflatten(-1, (3 * rows, cols))
         return out
 
     def to_lists(self, flat: Tensor) -> dict[str, Matrix]:
