@@ -125,6 +125,17 @@ def test_attention_matches_autograd(starts):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
 
 
+def test_max_attention_logit_is_over_the_keys_each_query_may_see():
+    H, R, W, D = 2, 2, 7, 3
+    mask = torch.cat([block_causal_mask([3]), block_causal_mask([])])
+    q, k = leaf(H * R, W, D, seed=7).detach(), leaf(H * R, W, D, seed=8).detach()
+    logits = (q @ k.mT / D**0.5).view(H, R, W, W)
+    visible = (mask == 0).expand(H, R, W, W)
+    want = max(logits[visible].tolist())
+    assert ops.max_attention_logit(q, k, mask).item() == pytest.approx(want, rel=1e-14)
+    assert want < logits.max().item()  # a masked pair's logit would have been larger
+
+
 def test_attention_finite_differences():
     mask = torch.cat([block_causal_mask([3]), block_causal_mask([])])  # R = 2 rows
     inputs = tuple(leaf(2 * 2, 7, 3, seed=s) for s in (4, 5, 6))

@@ -62,6 +62,16 @@ def attention(
     return torch.bmm(att_dropped, v), att, att_scale
 
 
+def max_attention_logit(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+    """The largest logit q·k / sqrt(D) any query gives a key it may see (0-dim): the diagnostic
+    of attention-logit growth (Wortsman et al. 2023). q, k and mask as `attention` takes them
+    (`AttentionActs` keeps q and k as attention used them); a padding position, which sees
+    itself only, counts too (token 0 at position 0)."""
+    return torch.add(
+        mask, torch.bmm(q, k.mT).view(-1, *mask.shape), alpha=q.shape[-1] ** -0.5
+    ).amax()
+
+
 def attention_backward(
     dy: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, out: Tensor, att_scale=None
 ) -> Tensor:
