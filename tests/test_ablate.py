@@ -13,6 +13,7 @@ from microgpt.ablate.plan import designs_of, parse_vary
 from microgpt.ablate.progress import RunsProgress
 from microgpt.cli import build_parser, main
 from microgpt.config import DEFAULT_VARY, SWITCHES
+from microgpt.errors import UserError
 
 DESIGNS, REFERENCE = designs_of(parse_vary(list(DEFAULT_VARY)), "full")
 
@@ -185,6 +186,14 @@ def test_vary_parses_switches_and_numbers():
         "n_embd": (16, 32),
         "learning_rate": (0.001, 0.003),
     }
+
+
+def test_vary_z_loss_is_a_number_that_may_be_zero():
+    assert parse_vary(["z_loss=0,1e-4"]) == {"z_loss": (0.0, 0.0001)}
+    assert parse_vary(["z-loss=1e-4,0"]) == {"z_loss": (0.0001, 0.0)}
+    for bad in ("z_loss=0,-1e-4", "z_loss=0,x", "learning_rate=0,1e-3"):
+        with pytest.raises(UserError, match="--vary"):
+            parse_vary([bad])
 
 
 def test_plans_full_and_one_at_a_time():
@@ -380,6 +389,10 @@ def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
         ["--vary", "mlp_activation=relu,swish"],
         ["--vary", "n_embd=8,x"],
         ["--vary", "n_embd=8,8"],
+        ["--vary", "z_loss=0,-1"],
+        ["--z-loss", "-1"],
+        ["--z-loss", "nan"],
+        ["--z-loss", "1e-4", "--vary", "z_loss=0,1e-4"],  # fixed and varied
         ["--vary", "n_embd=6", "--n-head", "4"],
         ["--vary", "n_embd=8,6"],  # 6 is not divisible by the 4 heads
         ["--plan", "some"],

@@ -125,6 +125,17 @@ def test_attention_matches_autograd(starts):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
 
 
+def test_max_attention_logit_is_over_the_keys_each_query_may_see():
+    H, R, W, D = 2, 2, 7, 3
+    mask = torch.cat([block_causal_mask([3]), block_causal_mask([])])
+    q, k = leaf(H * R, W, D, seed=7).detach(), leaf(H * R, W, D, seed=8).detach()
+    logits = (q @ k.mT / D**0.5).view(H, R, W, W)
+    visible = (mask == 0).expand(H, R, W, W)
+    want = max(logits[visible].tolist())
+    assert ops.max_attention_logit(q, k, mask).item() == pytest.approx(want, rel=1e-14)
+    assert want < logits.max().item()  # a masked pair's logit would have been larger
+
+
 def test_attention_finite_differences():
     mask = torch.cat([block_causal_mask([3]), block_causal_mask([])])  # R = 2 rows
     inputs = tuple(leaf(2 * 2, 7, 3, seed=s) for s in (4, 5, 6))
@@ -159,6 +170,60 @@ def test_cross_entropy_finite_differences():
 
     op = as_function(forward, lambda dloss, logits, dlogits: (dloss * dlogits,))
     assert torch.autograd.gradcheck(op, (leaf(3, 4),))
+
+
+def z_loss_reference(logits, targets, weights, c):
+    """sum_i w_i (cross-entropy_i + c logsumexp(logits_i)²), written out for autograd."""
+    per_position = torch.nn.functional.cross_entropy(logits, targets[:, 0], reduction="none")
+    per_position = per_position + c * torch.logsumexp(logits, -1) ** 2
+    return (per_position * weights[:, 0]).sum()
+
+
+@pytest.mark.parametrize("c", [1e-4, 0.3])
+def test_cross_entropy_with_z_loss_matches_autograd(c):
+    logits = leaf(6, 5) * 3 + 2  # log Z well away from 0, of both signs' worth of logits
+    targets = torch.tensor([[0], [4], [2], [2], [1], [0]])
+    weights = torch.tensor([[0.5], [0.25], [0.25], [0.0], [1.0], [0.0]], dtype=F64)
+    want_loss = z_loss_reference(logits, targets, weights, c)
+    (want_grad,) = torch.autograd.grad(want_loss, logits)
+    loss, dlogits = ops.cross_entropy_with_grad(logits.detach(), targets, weights, -weights, c)
+    torch.testing.assert_close(loss.view(()), want_loss.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(dlogits, want_grad, rtol=1e-12, atol=1e-15)
+    assert torch.all(dlogits[weights[:, 0] == 0] == 0), "a padding position got a gradient"
+    # the z term alone: c sum_i w_i (log Z_i)², and its gradient 2 c w_i log Z_i softmax_i
+    x = logits.detach()
+    plain_loss, plain_grad = ops.cross_entropy_with_grad(x, targets, weights, -weights)
+    log_z = torch.logsumexp(x, -1, keepdim=True)
+    z_term = c * (weights * log_z**2).sum()
+    torch.testing.assert_close((loss - plain_loss).view(()), z_term, rtol=1e-11, atol=0)
+    z_grad = 2 * c * weights * log_z * torch.softmax(x, -1)
+    torch.testing.assert_close(dlogits - plain_grad, z_grad, rtol=1e-9, atol=1e-15)
+
+
+def test_cross_entropy_with_z_loss_finite_differences():
+    targets = torch.tensor([[1], [3], [0]])
+    weights = torch.tensor([[0.5], [0.3], [0.2]], dtype=F64)
+
+    def forward(logits):
+        loss, dlogits = ops.cross_entropy_with_grad(logits, targets, weights, -weights, 0.2)
+        return loss, (dlogits,)
+
+    op = as_function(forward, lambda dloss, logits, dlogits: (dloss * dlogits,))
+    assert torch.autograd.gradcheck(op, (leaf(3, 4, seed=5) * 2 + 1,))
+
+
+def test_cross_entropy_without_z_loss_is_the_plain_formula_bit_for_bit():
+    """z_loss = 0 (the default) computes exactly what the op computed before it had z_loss."""
+    logits, targets = leaf(6, 5).detach(), torch.tensor([[0], [4], [2], [2], [1], [0]])
+    weights = torch.tensor([[0.5], [0.25], [0.25], [0.0], [1.0], [0.0]], dtype=F64)
+    logp = torch.log_softmax(logits, dim=-1)
+    want_loss = logp.gather(1, targets).mT @ -weights
+    want_grad = logp.exp().mul_(weights).scatter_add_(1, targets, -weights)
+    for got in (
+        ops.cross_entropy_with_grad(logits, targets, weights, -weights),
+        ops.cross_entropy_with_grad(logits, targets, weights, -weights, 0.0),
+    ):
+        assert torch.equal(got[0], want_loss) and torch.equal(got[1], want_grad)
 
 
 # the MLP's activations ---------------------------------------------------------------------------

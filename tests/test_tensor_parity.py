@@ -8,6 +8,7 @@ tests/naive_gpt.py, an independent implementation without packing.
 """
 
 import random
+from dataclasses import replace
 
 import pytest
 from designs import DESIGNS
@@ -62,9 +63,9 @@ def scalar_loss_and_grads(s: ScalarGPT, docs) -> tuple[float, dict]:
 FLOAT64 = TensorOptions(device="cpu", dtype="float64", threads=1)
 
 
-def make_pair(config: ModelConfig, seed: int = 0):
+def make_pair(config: ModelConfig, seed: int = 0, tc: TrainConfig | None = None):
     weights = init_weights(config, random.Random(seed))
-    tc = TrainConfig()
+    tc = tc or TrainConfig()
     return ScalarGPT(config, weights, tc), TensorGPT(config, weights, tc, FLOAT64)
 
 
@@ -152,6 +153,39 @@ def test_fifty_steps_on_names_match_scalar_mode(design):
 
 
 WIDER = ["reference", "all"]  # between them, every switch away from the reference
+
+
+@pytest.mark.parametrize("loss_average", ["document", "token"])
+@pytest.mark.parametrize("design", [DESIGNS[d] for d in WIDER], ids=WIDER)
+def test_z_loss_steps_match_scalar_mode(design, loss_average):
+    """--z-loss: the training loss (z term included), every gradient and every Adam update of
+    four steps, one document and packed batches; the held-out loss leaves the z term out."""
+    tc = TrainConfig(z_loss=0.05, loss_average=loss_average)
+    config = tiny(2, design)
+    s, t = make_pair(config, seed=6, tc=tc)
+    rng = random.Random(9)
+    for step in range(4):
+        docs = random_docs(rng, 1 + 2 * (step % 2))
+        lr = 0.01 * (1 - step / 10)
+        want_loss, want_grads = scalar_loss_and_grads(s, docs)
+        got_loss = t.compute_grad(docs).item()
+        assert abs(got_loss - want_loss) <= REL * abs(want_loss), (step, got_loss, want_loss)
+        assert_matrices_close(t.layout.to_lists(t.grad), want_grads, f"step {step} gradient")
+        # the z term is in the training loss, and it is not small (log Z is about log V)
+        weights = s.export_state()["weights"]
+        plain = ScalarGPT(config, weights, replace(tc, z_loss=0.0))
+        assert want_loss - plain.batch_loss(docs).data > 0.01
+        s._adam(lr)
+        t.step += 1
+        t.adam.update(lr, t.step)
+        got_state, want_state = t.export_state(), s.export_state()
+        for key in ("weights", "adam_m", "adam_v"):
+            assert_matrices_close(got_state[key], want_state[key], f"step {step} {key}")
+    docs = random_docs(rng, 5)
+    plain = ScalarGPT(config, s.export_state()["weights"], replace(tc, z_loss=0.0))
+    assert s.eval_loss(docs) == plain.eval_loss(docs)
+    assert s.eval_token_loss(docs) == plain.eval_token_loss(docs)
+    assert abs(t.eval_loss(docs) - plain.eval_loss(docs)) <= REL * plain.eval_loss(docs)
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,9 @@ class TrainConfig:
     min_lr: float = 0.0  # where linear and cosine end
     weight_decay: float = 0.0  # decoupled (AdamW), on every weight matrix
     grad_clip: float = 0.0  # clip the gradient's global L2 norm to this; 0: off
+    z_loss: float = 0.0  # adds z_loss * (log Z)² per predicted token to the training loss, Z
+    # the softmax's normaliser (PaLM's auxiliary loss); weighted as that position's loss, not
+    # in the held-out losses; 0: off
     dropout: float = 0.0  # tensor mode only: on attention weights and residual branches
     reshuffle: bool = False  # lines: each epoch in its own order (False: all in the first's)
     loss_average: str = "document"  # document: mean over documents of each one's mean loss (the
@@ -277,7 +280,7 @@ class TrainConfig:
             _finite(self.min_lr) and 0 <= self.min_lr <= self.learning_rate,
             f"--min-lr must be in [0, --learning-rate], got {self.min_lr!r}",
         )
-        for name in ("weight_decay", "grad_clip"):
+        for name in ("weight_decay", "grad_clip", "z_loss"):
             value = getattr(self, name)
             _require(
                 _finite(value) and value >= 0,

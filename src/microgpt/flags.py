@@ -176,6 +176,14 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
         help="clip the gradient's global L2 norm to C (default 0: off)",
     )
     g.add_argument(
+        "--z-loss",
+        metavar="C",
+        type=number,
+        help="add C (log Z)^2 per predicted token to the training loss, Z the softmax's "
+        "normaliser, weighted as that token's loss; the reported training loss includes it, "
+        "the held-out losses do not (default 0: off)",
+    )
+    g.add_argument(
         "--dropout",
         metavar="P",
         type=number,

@@ -55,7 +55,7 @@ def add_ablate_parser(sub) -> None:
         action="append",
         metavar="NAME[=V1,V2,...]",
         help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
-        "n_embd, n_head, block_size, steps, learning_rate, batch_size: list required); "
+        "n_embd, n_head, block_size, steps, learning_rate, batch_size, z_loss: list required); "
         f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
     )
     g.add_argument(

@@ -1,10 +1,11 @@
 """What a study runs: designs (values of the varied switches) × numeric levels × seeds.
 
 A study varies design switches (declared in `ModelConfig`, see `config.SWITCHES`) and, optionally,
-numeric settings (model size, steps, learning rate, batch size). Every other setting is shared by
-every run. A seed fixes the train/validation split and the data order for every design and level
-alike, so differences between designs are paired by seed. The baseline of every comparison is
-the design whose varied switches take their reference values, at the same level and seed.
+numeric settings (model size, steps, learning rate, batch size, z-loss). Every other setting is
+shared by every run. A seed fixes the train/validation split and the data order for every design
+and level alike, so differences between designs are paired by seed. The baseline of every
+comparison is the design whose varied switches take their reference values, at the same level and
+seed.
 
 `Study.settings()` is everything a run's numbers depend on besides its own design, level and
 seed, the code that computes them included: a saved run is reused only if its settings match
@@ -29,8 +30,10 @@ from microgpt.errors import UserError
 NOT_SETTINGS = ("seed", "last_n")  # per run, and a reporting choice: neither names the folder
 PLANS = ("full", "one-at-a-time")
 MODEL_LEVELS = ("n_layer", "n_embd", "n_head", "block_size")
-TRAIN_LEVELS = ("steps", "learning_rate", "batch_size")
+TRAIN_LEVELS = ("steps", "learning_rate", "batch_size", "z_loss")
 NUMERIC = MODEL_LEVELS + TRAIN_LEVELS  # the numeric settings --vary accepts (a list is required)
+REAL = ("learning_rate", "z_loss")  # numbers; the other numeric settings are integers
+MAY_BE_ZERO = ("z_loss",)  # 0 is its off value; every other numeric setting must be positive
 
 
 # what varies ------------------------------------------------------------------------------------
@@ -72,11 +75,13 @@ def parse_vary(specs: list[str]) -> dict[str, tuple]:
 
 def _number(name: str, text: str) -> int | float:
     try:
-        value = float(text) if name == "learning_rate" else int(text)
+        value = float(text) if name in REAL else int(text)
     except ValueError:
-        kind = "a number" if name == "learning_rate" else "an integer"
+        kind = "a number" if name in REAL else "an integer"
         raise UserError(f"--vary {name}: {text.strip()!r} is not {kind}") from None
-    if value <= 0:
+    if name in MAY_BE_ZERO and value < 0:
+        raise UserError(f"--vary {name}: values must be 0 or more, got {text.strip()!r}")
+    if name not in MAY_BE_ZERO and value <= 0:
         raise UserError(f"--vary {name}: values must be positive, got {text.strip()!r}")
     return value
 

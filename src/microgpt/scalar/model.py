@@ -31,6 +31,12 @@ def softmax(logits: list[Value]) -> list[Value]:
     return [e / total for e in exps]
 
 
+def logsumexp(logits: list[Value]) -> Value:
+    """log Z = log sum_i exp(logits_i), the log of the softmax's normaliser."""
+    m = max(v.data for v in logits)  # a constant shift: no gradient flows through it
+    return vsum([(v - m).exp() for v in logits]).log() + m
+
+
 # the MLP's activation (`mlp_activation`), elementwise over the hidden units ----------------------
 
 GELU_C = math.sqrt(2 / math.pi)
@@ -154,30 +160,37 @@ class ScalarGPT:
         x_out = linear(hidden, w[f"layer{i}.mlp_fc2"])
         return [a + b for a, b in zip(x_out, x)]
 
-    def token_losses(self, tokens: list[int]) -> list[Value]:
-        """-log p(next token) at each of the document's positions."""
+    def token_losses(self, tokens: list[int], z_loss: float = 0.0) -> list[Value]:
+        """-log p(next token) at each of the document's positions, plus z_loss * (log Z)² (Z
+        the softmax's normaliser) when z_loss is not 0."""
         inputs, targets = training_pairs(tokens, self.config.block_size)
         keys = [[] for _ in range(self.config.n_layer)]
         values = [[] for _ in range(self.config.n_layer)]
-        return [
-            cross_entropy(self.forward(tok, pos, keys, values), target)
-            for pos, (tok, target) in enumerate(zip(inputs, targets))
-        ]
+        losses = []
+        for pos, (tok, target) in enumerate(zip(inputs, targets)):
+            logits = self.forward(tok, pos, keys, values)
+            loss = cross_entropy(logits, target)
+            if z_loss:
+                loss = loss + z_loss * logsumexp(logits) ** 2
+            losses.append(loss)
+        return losses
 
-    def document_loss(self, tokens: list[int]) -> Value:
-        """Mean over the document's positions of -log p(next token)."""
-        losses = self.token_losses(tokens)
+    def document_loss(self, tokens: list[int], z_loss: float = 0.0) -> Value:
+        """Mean over the document's positions of -log p(next token) (and the z-loss term)."""
+        losses = self.token_losses(tokens, z_loss)
         return (1 / len(losses)) * vsum(losses)
 
     def batch_loss(self, docs: list[list[int]]) -> Value:
-        """Mean over documents of each document's mean loss (one document: the reference), or
-        with --loss-average token the mean over all the documents' predicted tokens."""
+        """The training loss: the mean over documents of each document's mean loss (one
+        document: the reference), or with --loss-average token the mean over all the documents'
+        predicted tokens; each token's loss with its --z-loss term."""
+        z_loss = self.train_config.z_loss
         if len(docs) == 1:
-            return self.document_loss(docs[0])
+            return self.document_loss(docs[0], z_loss)
         if self.train_config.loss_average == "token":
-            losses = [loss for d in docs for loss in self.token_losses(d)]
+            losses = [loss for d in docs for loss in self.token_losses(d, z_loss)]
             return (1 / len(losses)) * vsum(losses)
-        return (1 / len(docs)) * vsum([self.document_loss(d) for d in docs])
+        return (1 / len(docs)) * vsum([self.document_loss(d, z_loss) for d in docs])
 
     # the interface the training loop uses ------------------------------------------------------
 

@@ -390,7 +390,7 @@ class TensorGPT:
         acts = Activations()
         logits = self._logits(self._forward(batch, v, acts), v)
         loss, dlogits = cross_entropy_with_grad(
-            logits, batch.targets, batch.weights, batch.neg_weights
+            logits, batch.targets, batch.weights, batch.neg_weights, self.train_config.z_loss
         )
         self._backward(batch, dlogits.to(self.placement.compute_dtype), acts, v)
         return loss

@@ -79,6 +79,16 @@ def attention(
     return torch.bmm(att_dropped, v), att, att_scale
 
 
+def max_attention_logit(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+    """The largest logit q·k / sqrt(D) any query gives a key it may see (0-dim): the diagnostic
+    of attention-logit growth (Wortsman et al. 2023). q, k and mask as `attention` takes them
+    (`AttentionActs` keeps q and k as attention used them); a padding position, which sees
+    itself only, counts too (token 0 at position 0)."""
+    return torch.add(
+        mask, torch.bmm(q, k.mT).view(-1, *mask.shape), alpha=q.shape[-1] ** -0.5
+    ).amax()
+
+
 def attention_backward(
     dy: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, out: Tensor, att_scale=None
 ) -> Tensor:
@@ -114,12 +124,21 @@ def cross_entropy(logits: Tensor, targets: Tensor, neg_weights: Tensor) -> Tenso
 
 
 def cross_entropy_with_grad(
-    logits: Tensor, targets: Tensor, weights: Tensor, neg_weights: Tensor
+    logits: Tensor, targets: Tensor, weights: Tensor, neg_weights: Tensor, z_loss: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """The loss and d loss / d logits = weights_i * (softmax(logits_i) - onehot(targets_i))."""
+    """The loss and d loss / d logits = weights_i * (softmax(logits_i) - onehot(targets_i)).
+
+    With `z_loss` = c > 0 the loss adds sum_i weights_i * c * (log Z_i)², Z_i the softmax's
+    normaliser (log Z_i = logsumexp(logits_i)), and its gradient
+    weights_i * 2 c log Z_i * softmax(logits_i); c = 0 does none of that work."""
     logp = torch.log_softmax(logits, dim=-1)
     loss = logp.gather(-1, targets).mT @ neg_weights  # (1, 1)
-    dlogits = logp.exp_().mul_(weights)  # (N, V)
+    scale = weights  # (N, 1): each softmax's factor in the gradient
+    if z_loss:
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)  # (N, 1)
+        loss = loss.add(log_z.square().mT @ weights, alpha=z_loss)
+        scale = torch.addcmul(weights, weights, log_z, value=2 * z_loss)  # w (1 + 2 c log Z)
+    dlogits = logp.exp_().mul_(scale)  # (N, V)
     return loss, dlogits.scatter_add_(-1, targets, neg_weights)
 
 
