@@ -255,7 +255,23 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, names):
                                 str(out), "--vary", "qk_norm", "--dry-run", *TINY)  # fmt: skip
     assert (rc, stderr) == (0, ""), stderr
     assert not out.exists()
-    assert stdout.count("to run") == 4 and "4 of 4 runs to train; about" in stdout
+    lines = stdout.splitlines()
+    assert len([line for line in lines if line.startswith("run-")]) == 4  # scalar: one by one
+    assert "4 of 4 runs to train; about" in stdout
+
+
+def test_dry_run_shows_the_stacks(tmp_path, names):
+    out = tmp_path / "dry"
+    rc, stdout, stderr = ablate("--seeds", "3", "--input", names, "--out", str(out),
+                                "--vary", "qk_norm", "--dry-run", *TINY)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    assert not out.exists()
+    stacked = [line.split() for line in stdout.splitlines() if line.startswith("run-")]
+    assert [row[:4] for row in stacked] == [
+        ["run-no-qk-norm-seed0", "…", "seed2", "3"],
+        ["run-qk-norm-seed0", "…", "seed2", "3"],
+    ]
+    assert "6 of 6 runs to train, in 2 stacks; about" in stdout
 
 
 # resume and parallelism -------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class RunResult:
     val_loss_per_token: float | None = None  # over the eval_docs held-out documents
     val_tokens: int = 0  # the tokens val_loss_per_token averages over
     best_val_loss: float | None = None  # with keep_best: the lowest per-token held-out loss seen
+    diverged: tuple[int, float | None] | None = None  # in a stack: (step, last finite loss)
     steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
     tokens_per_s: float = 0.0  # target tokens trained on per second
     seconds: float = 0.0
@@ -296,6 +297,79 @@ def train(
     if out:
         save(tc.steps)
     return gpt, result
+
+
+def train_stack(
+    config: ModelConfig,
+    tcs: list[TrainConfig],
+    preps: list[Prepared],
+    tensor: TensorOptions,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[RunResult]:
+    """`train` for S runs of one shape at once (`TensorGPT.stack`, tensor mode): run s from
+    `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
+    run reads the documents, follows the schedule and is evaluated exactly as alone.
+
+    A run whose loss becomes non-finite ends there, alone: its result records `diverged`
+    (the step and its last finite loss) and has no held-out figures; the others go on without
+    it. `on_step(step, runs)`: after each step, with the number of runs still training. The
+    speed figures of every run are the stack's (a step of the stack is a step of each run)."""
+    from microgpt.tensor import TensorGPT
+
+    weights = [p.weights for p in preps]
+    gpt = TensorGPT.stack(config, weights, list(tcs), tensor)
+    results = [RunResult(config=config, train=tc, mode="tensor") for tc in tcs]
+    data = [token_data(p, tc, config.block_size) for p, tc in zip(preps, tcs)]
+    alive = list(range(len(tcs)))  # the runs still in the stack, in its order
+    last_eval: list[tuple | None] = [None] * len(tcs)  # (step, total loss, tokens), as `train`
+    steps, tokens = tcs[0].steps, [0] * len(tcs)
+    start = time.perf_counter()
+    for step in range(steps):
+        docs = [data[i][0](step) for i in alive]
+        lrs = [lr_at(step, tcs[i]) for i in alive]
+        losses = gpt.stack_step(docs, lrs)
+        keep = []
+        for j, (i, loss, lr) in enumerate(zip(alive, losses, lrs)):
+            result = results[i]
+            if not math.isfinite(loss):
+                result.diverged = (step + 1, result.losses[-1] if result.losses else None)
+                continue
+            keep.append(j)
+            result.losses.append(loss)
+            result.lrs.append(lr)
+            tokens[i] += sum(min(config.block_size, len(d) - 1) for d in docs[j])
+        if len(keep) < len(alive):
+            alive = [alive[j] for j in keep]
+            if not alive:
+                break
+            gpt.keep_runs(keep)
+        if on_step:
+            on_step(step + 1, len(alive))
+        eval_every = tcs[0].eval_every
+        if eval_every and (step + 1) % eval_every == 0:
+            paused = time.perf_counter()
+            for j, i in enumerate(alive):
+                eval_docs = data[i][1][: tcs[i].eval_docs]
+                if eval_docs:
+                    last_eval[i] = (step + 1, *gpt.run_model(j).eval_token_loss(eval_docs))
+                    results[i].evals.append((step + 1, last_eval[i][1] / last_eval[i][2]))
+            start += time.perf_counter() - paused  # evaluating is not training time
+    seconds = time.perf_counter() - start
+    for j, i in enumerate(alive):
+        result, tc, held_out = results[i], tcs[i], data[i][1]
+        result.seconds = seconds
+        result.steps_per_s = steps / seconds if seconds > 0 else 0.0
+        result.tokens_per_s = tokens[i] / seconds if seconds > 0 else 0.0
+        solo = gpt.run_model(j)
+        val_docs, eval_docs = held_out[: tc.val_docs], held_out[: tc.eval_docs]
+        if val_docs:
+            result.val_loss = solo.eval_loss(val_docs)
+        if eval_docs:
+            if last_eval[i] is None or last_eval[i][0] != steps:
+                last_eval[i] = (steps, *solo.eval_token_loss(eval_docs))
+            _, total, count = last_eval[i]
+            result.val_loss_per_token, result.val_tokens = total / count, count
+    return results
 
 
 def _best_so_far(path: str | Path, prep: Prepared) -> float | None:

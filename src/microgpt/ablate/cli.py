@@ -82,6 +82,21 @@ def add_ablate_parser(sub) -> None:
         metavar="J",
         help=f"worker processes (default: one per core, {os.cpu_count()} here)",
     )
+    stacking = g.add_mutually_exclusive_group()
+    stacking.add_argument(
+        "--stack-size",
+        type=int_at_least(1),
+        metavar="N",
+        help="tensor mode: train up to N runs that differ only in seed (or learning rate) as "
+        "one computation, a stack (default: as many as fit a working set of about 16 MiB on a "
+        "CPU or a quarter of the GPU's memory; split further if they would not fit in the "
+        "memory free)",
+    )
+    stacking.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="train every run alone, as before stacks existed (the same numbers bit for bit)",
+    )
     g.add_argument(
         "--out",
         metavar="DIR",
@@ -133,7 +148,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
-    from microgpt.ablate.plan import Study, levels_of, parse_vary, versions
+    from microgpt.ablate.plan import Study, default_stack, levels_of, parse_vary, versions
     from microgpt.train import read_input
 
     options = tensor_options(args)
@@ -165,7 +180,7 @@ def make_study(args: argparse.Namespace):
         replace(tc, **{k: v for k, v in knobs.items() if k not in SIZE_FLAGS})
     seeds = args.seed_list or tuple(range(args.seeds or DEFAULT_SEEDS))
     _, tokenizer, fingerprint = read_input(args.input, tc.data)
-    return Study(
+    study = Study(
         mode=args.mode,
         model_args=fixed,
         train=tc,
@@ -178,6 +193,14 @@ def make_study(args: argparse.Namespace):
         varied=varied,
         plan=args.plan,
     )
+    if args.mode != "tensor" or args.no_stack:
+        return study
+    if args.stack_size:
+        return replace(study, stack=args.stack_size)
+    from microgpt.modes import check_tensor_options
+
+    device = check_tensor_options(options).split(",")[0]  # where it will run: cpu, cuda...
+    return replace(study, stack=default_stack(study, device))
 
 
 def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
@@ -192,6 +215,8 @@ def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
     workers = f"up to {jobs} worker{'s' if jobs > 1 else ''}"
     if ranks > 1:
         workers = f"{ranks} ranks × {workers}"
+    if study.stack > 1:
+        workers = f"stacks of up to {study.stack} runs, {workers}"
     return (
         f"microgpt ablate: {study.mode} mode, {' × '.join(parts)} = {n_runs} runs{steps}{batch}, "
         f"{workers}, results in {out}"

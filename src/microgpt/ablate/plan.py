@@ -191,6 +191,7 @@ class Study:
     versions: dict  # see `versions`
     varied: dict  # name: values, switches and numeric settings (see parse_vary)
     plan: str = "full"
+    stack: int = 1  # at most this many runs of one shape trained as one computation (1: alone)
 
     @property
     def switches(self) -> list[str]:
@@ -219,6 +220,8 @@ class Study:
             "train": train,
             "tensor": asdict(self.tensor) if self.tensor else None,
             "data": self.fingerprint,
+            # stacked or alone: in float32 the last digits may differ (see `stacks`)
+            "stack": self.stack,
         }
 
     def settings_hash(self) -> str:
@@ -262,6 +265,71 @@ class Study:
                 )
             )
         return tasks
+
+
+# stacks: runs trained as one computation ---------------------------------------------------------
+
+STACK_PER_RUN = ("seed", "learning_rate", "min_lr")  # what the runs of a stack may differ in
+CPU_STACK_BYTES = 16 * 2**20  # the default stack's estimated working set on a CPU (see below)
+GPU_STACK_SHARE = 0.25  # ... and its share of the GPU's memory
+MAX_STACK = 256
+
+
+def stack_key(task: Task) -> str:
+    """Tasks with the same key may share a stack: tensor mode, the same design, sizes and
+    training but for seed and learning rate."""
+    train = {k: v for k, v in task.train.to_dict().items() if k not in STACK_PER_RUN}
+    what = [task.mode, task.model_args, train, asdict(task.tensor) if task.tensor else None]
+    return json.dumps(what, sort_keys=True)
+
+
+def stacks(tasks: list[Task], size: int) -> list[list[Task]]:
+    """`tasks` grouped into stacks of at most `size` runs, in order: each key's runs (see
+    `stack_key`) in the order given, cut into pieces of `size` (the last may be smaller);
+    scalar mode, or size 1, runs each alone. The same tasks always give the same stacks, and
+    any whole stacks of them again give themselves."""
+    if size <= 1 or not tasks or tasks[0].mode != "tensor":
+        return [[t] for t in tasks]
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(stack_key(task), []).append(task)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def run_bytes(model_args: dict, vocab_size: int, train: TrainConfig, dtype: str) -> int:
+    """A rough upper bound on one run's memory in a stack: weights, gradient and Adam moments
+    (4 x params, plus a compute copy under bfloat16), and the activations of a step of
+    batch_size x block_size positions (about 16 C per layer, the logits, and each layer's
+    attention weights)."""
+    from microgpt.config import ModelConfig
+
+    config = ModelConfig(vocab_size=vocab_size, **model_args)
+    C, T, L = config.n_embd, config.block_size, config.n_layer
+    size = 8 if dtype == "float64" else 4
+    positions = train.batch_size * T
+    activations = positions * (L * (16 * C + 3 * config.n_head * T) + 3 * vocab_size)
+    return size * (5 * config.num_params() + activations)
+
+
+def default_stack(study: Study, device: str) -> int:
+    """The default cap on a stack: as many runs as keep the largest level's runs within
+    `CPU_STACK_BYTES` on a CPU (past a cache-sized working set a stack gains nothing there:
+    measured, a 4-layer n_embd 64 model at batch 32 ran no faster stacked), or within a quarter
+    of the GPU's memory; never more than `MAX_STACK`. A function of the settings and the
+    device kind only, so the same command makes the same stacks."""
+    if study.mode != "tensor":
+        return 1
+    if device == "cuda":
+        import torch
+
+        budget = int(GPU_STACK_SHARE * torch.cuda.get_device_properties(0).total_memory)
+    else:
+        budget = CPU_STACK_BYTES
+    largest = max(
+        run_bytes(t.model_args, study.vocab_size, t.train, study.tensor.dtype)
+        for t in study.tasks(".")
+    )
+    return max(1, min(MAX_STACK, budget // largest))
 
 
 def versions(mode: str) -> dict:

@@ -6,7 +6,8 @@ torch.distributed as JSON, so no rank needs to see another's files:
 
 1. every rank reads the run files it has in its own `--out` and tells rank 0 their names;
 2. rank 0 asks for the ones it lacks (each from one rank), saves them, decides what is missing
-   and deals it out: rank r takes missing[r::ranks], seed by seed;
+   and deals it out in stacks (`plan.stacks`; single runs in scalar mode or with --no-stack):
+   rank r takes stacks[r::ranks];
 3. every rank trains its share (with `--jobs` local workers), saving each run file in its own
    `--out` as it finishes, so that a crash keeps it; nothing crosses the network meanwhile;
 4. a patient gather (a gloo group with a month's timeout: the ranks finish minutes apart) brings
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from microgpt.ablate import worker
-from microgpt.ablate.plan import Study, Task
+from microgpt.ablate.plan import Study, Task, stacks
 from microgpt.ablate.progress import RunsProgress
 from microgpt.ablate.runner import Outcome, load_saved, run_tasks
 from microgpt.distributed import Group
@@ -58,8 +59,10 @@ def run_shared(
                     asked.add(name)
         missing = [t for t in tasks if Path(t.path).name not in asked]
         missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
-        names = [Path(t.path).name for t in missing]
-        plan = {"wanted": wanted, "deal": [names[r :: world.size] for r in range(world.size)]}
+        dealt = stacks(missing, study.stack)
+        by_rank = [dealt[r :: world.size] for r in range(world.size)]
+        deal = [[Path(t.path).name for stack in mine for t in stack] for mine in by_rank]
+        plan = {"wanted": wanted, "deal": deal}
     plan = group.broadcast_json(plan)
     mine = {Path(p).name: r for p, r in records.items()}
     sent = group.gather_json({n: mine[n] for n in plan["wanted"][world.rank]})
@@ -112,7 +115,8 @@ def _keep(sent: list[dict], by_name: dict[str, Task], records: dict) -> int:
             task = by_name[name]
             if task.path in records:
                 continue
-            if record.get("settings") != task.settings or len(record["losses"]) != task.train.steps:
+            finished = len(record["losses"]) == task.train.steps or record.get("diverged")
+            if record.get("settings") != task.settings or not finished:
                 raise UserError(f"rank {rank} sent {name} with other settings than rank 0's")
             worker.save(task.path, record)
             records[task.path] = record

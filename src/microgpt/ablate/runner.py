@@ -1,11 +1,15 @@
 """Run a study's design × seed tasks: reuse the saved ones, run the rest in worker processes.
 
+In tensor mode the runs that differ only in seed (or learning rate) are trained in stacks, as one
+computation (`plan.stacks`, `train.train_stack`): a worker is handed a stack, not a run, and
+saves each of its runs when the stack ends. Scalar mode and `--no-stack` hand out single runs,
+seed by seed, so an interrupted study keeps whole seeds.
+
 Workers come from a `spawn` pool (safe with torch, whose threads a plain fork would copy
-half-started), each importing only what a run needs and kept for many runs. The runs of a study
-cost about the same, so they are handed out one at a time, seed by seed: the workers finish
-together, and an interrupted study keeps whole seeds. Torch threads per run are fixed by the
-study, not by the number of workers, so results are bit-identical whatever `--jobs` is. With one
-worker the runs happen in this process, saving the start-up of a pool.
+half-started), each importing only what a run needs and kept for many stacks. Torch threads per
+run are fixed by the study, and stacks by `--stack-size` and the settings, never by the number of
+workers, so results are bit-identical whatever `--jobs` is. With one worker the stacks run in
+this process, saving the start-up of a pool.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from microgpt.ablate import worker
-from microgpt.ablate.plan import Study, Task
+from microgpt.ablate.plan import Study, Task, run_bytes, stacks
 from microgpt.ablate.progress import RunsProgress
 
 
@@ -39,46 +43,86 @@ def load_saved(task: Task) -> dict | None:
         return None
     if not isinstance(record, dict) or record.get("settings") != task.settings:
         return None
-    if not isinstance(record.get("losses"), list) or len(record["losses"]) != task.train.steps:
+    if not isinstance(record.get("losses"), list):
+        return None
+    if len(record["losses"]) != task.train.steps and not record.get("diverged"):
         return None
     return record
 
 
 def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) -> str:
-    """The plan, without training: every run (saved or to do) and a rough time estimate, from
-    `probe_steps` timed steps of the baseline design at each level in this process."""
+    """The plan, without training: every stack (or run) to train and every saved run, with a
+    rough time for each, from `probe_steps` timed steps of the baseline design's stack of that
+    size at each level, in this process."""
+    tasks = study.tasks(out_dir)
+    todo = [t for t in tasks if load_saved(t) is None]
+    todo.sort(key=lambda t: study.seeds.index(t.seed))
+    to_run = stacks(todo, study.stack)
+    seconds_per_step = {}  # (level, stack size) -> seconds a step of the stack
+    worker.set_threads(_threads(study))
+    for stack in to_run:
+        key = (stack[0].level, len(stack))
+        if key in seconds_per_step:
+            continue
+        baseline = [t for t in tasks if t.level == key[0] and t.design == study.baseline]
+        seconds_per_step[key] = _probe((baseline * len(stack))[: len(stack)], probe_steps)
+    lines = [f"{'to train':<64}  runs  about"]
+    work = 0.0
+    for stack in to_run:
+        seconds = stack[0].train.steps * seconds_per_step[stack[0].level, len(stack)]
+        work += seconds
+        name = Path(stack[0].path).stem
+        if len(stack) > 1:
+            name = f"{name} … seed{stack[-1].seed}"
+        lines.append(f"{name:<64}  {len(stack):>4}  {seconds:.1f} s")
+    saved = [t for t in tasks if t not in todo]
+    if saved:
+        lines += ["", f"saved ({len(saved)}):"]
+        lines += [f"{Path(t.path).stem}" for t in saved]
+    workers = max(1, min(jobs, len(to_run)))
+    in_stacks = f", in {len(to_run)} stacks" if any(len(s) > 1 for s in to_run) else ""
+    lines.append("")
+    lines.append(
+        f"{len(todo)} of {len(tasks)} runs to train{in_stacks}; about "
+        f"{work / workers:.0f} s with {workers} worker{'s' if workers > 1 else ''} (from "
+        f"{probe_steps} timed steps of the baseline at each level and stack size; validation "
+        "and start-up not included)"
+    )
+    return "\n".join(lines)
+
+
+def _probe(tasks: list[Task], steps: int) -> float:
+    """Seconds a training step of `tasks` takes (one run, or them as a stack), timed here."""
     import time
 
     from microgpt.modes import make_gpt
     from microgpt.schedule import lr_at
     from microgpt.train import prepare, token_data
 
-    tasks = study.tasks(out_dir)
-    todo = [t for t in tasks if load_saved(t) is None]
-    lines = [f"{'run':<60}  state"]
-    lines += [f"{Path(t.path).stem:<60}  {'to run' if t in todo else 'saved'}" for t in tasks]
-    seconds_per_step = {}
-    worker.set_threads(_threads(study))
-    for task in tasks:
-        if task.level in seconds_per_step or task.design != study.baseline:
-            continue
-        config, prep = prepare(task.input_path, task.model_args, task.train)
-        gpt = make_gpt(task.mode, config, prep.weights, task.train, task.tensor)
-        docs = token_data(prep, task.train, config.block_size)[0](0)  # the first step's
-        gpt.train_step(docs, lr_at(0, task.train))  # warm-up
-        start = time.perf_counter()
-        for _ in range(probe_steps):
-            gpt.train_step(docs, lr_at(0, task.train))
-        seconds_per_step[task.level] = (time.perf_counter() - start) / probe_steps
-    work = sum(t.train.steps * seconds_per_step[t.level] for t in todo)
-    workers = max(1, min(jobs, len(todo)))
-    lines.append("")
-    lines.append(
-        f"{len(todo)} of {len(tasks)} runs to train; about {work / workers:.0f} s with {workers} "
-        f"worker{'s' if workers > 1 else ''} (from {probe_steps} timed steps of the baseline at "
-        "each level; validation and start-up not included)"
-    )
-    return "\n".join(lines)
+    prepared = [prepare(t.input_path, t.model_args, t.train) for t in tasks]
+    config, trains = prepared[0][0], [t.train for t in tasks]
+    docs = [token_data(p, t.train, config.block_size)[0](0) for t, (_, p) in zip(tasks, prepared)]
+    lrs = [lr_at(0, tc) for tc in trains]
+    if len(tasks) == 1:
+        task = tasks[0]
+        gpt = make_gpt(task.mode, config, prepared[0][1].weights, task.train, task.tensor)
+
+        def step():
+            gpt.train_step(docs[0], lrs[0])
+    else:
+        from microgpt.tensor import TensorGPT
+
+        weights = [p.weights for _, p in prepared]
+        stack = TensorGPT.stack(config, weights, trains, tasks[0].tensor)
+
+        def step():
+            stack.stack_step(docs, lrs)
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
 
 
 def run_study(
@@ -103,7 +147,7 @@ def run_study(
 
     missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
     progress = RunsProgress(len(tasks), len(records), sum(t.train.steps for t in missing), stream)
-    workers = run_tasks(missing, study, jobs, records, progress, out_dir)
+    workers = run_tasks(missing, study, jobs, records, progress, out_dir, stream)
     ordered = [records[t.path] for t in tasks]
     reused = len(tasks) - len(missing)
     return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
@@ -116,15 +160,18 @@ def run_tasks(
     records: dict,
     progress: RunsProgress,
     out_dir: str | Path,
+    stream: TextIO | None = None,
 ) -> int:
-    """Run `tasks` in up to `jobs` workers (in order), each saved as it finishes and added to
-    `records` (by path); returns the number of workers."""
-    workers = min(jobs, len(tasks))
+    """Run `tasks` in stacks (`plan.stacks`) in up to `jobs` workers (in order), each run saved
+    as its stack finishes and added to `records` (by path); returns the number of workers."""
+    size = fit_in_memory(study, tasks, jobs, stream or progress.stream)
+    todo = stacks(tasks, size)
+    workers = min(jobs, len(todo))
     try:
         if workers == 1:
-            _run_here(tasks, study, records, progress)
+            _run_here(todo, study, records, progress)
         elif workers > 1:
-            _run_pool(tasks, study, workers, records, progress)
+            _run_pool(todo, study, workers, records, progress)
     except KeyboardInterrupt:
         progress.close()
         print(
@@ -138,36 +185,78 @@ def run_tasks(
     return workers
 
 
+def fit_in_memory(study: Study, tasks: list[Task], jobs: int, stream: TextIO) -> int:
+    """The study's stack size, or a smaller one (said in one line) if `jobs` stacks of it at
+    once would not fit in the memory free now (the GPU's, or the machine's)."""
+    size = study.stack
+    if size <= 1 or not tasks:
+        return size
+    need = max(run_bytes(t.model_args, study.vocab_size, t.train, t.tensor.dtype) for t in tasks)
+    concurrent = min(jobs, len(stacks(tasks, size)))
+    free = free_memory(study.tensor.device)
+    if free is None or need * size * concurrent <= free:
+        return size
+    fits = max(1, int(free // (need * concurrent)))
+    print(
+        f"stacks of {size} runs would need about {need * size * concurrent / 2**30:.1f} GiB, "
+        f"more than the {free / 2**30:.1f} GiB free: splitting them into stacks of {fits}",
+        file=stream,
+        flush=True,
+    )
+    return fits
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free now on the study's device: CUDA's free memory, else the machine's available
+    memory (/proc/meminfo); None if unknown."""
+    if device in ("cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _threads(study: Study) -> int | None:
     return study.tensor.threads if study.tensor else None
 
 
-def _run_here(tasks: list[Task], study: Study, records: dict, progress: RunsProgress) -> None:
+def _run_here(todo: list[list[Task]], study: Study, records: dict, progress: RunsProgress) -> None:
     worker.set_threads(_threads(study))
     done = 0
-    for task in tasks:
+    for stack in todo:
 
-        def on_step(step: int, loss: float, before: int = done) -> None:
-            progress.tick(before + step)
+        def on_step(steps_done: int, before: int = done) -> None:
+            progress.tick(before + steps_done)
 
-        records[task.path] = worker.execute(task, on_step)
-        done += task.train.steps
-        progress.run_done(done)
+        for task, record in zip(stack, worker.execute(stack, on_step)):
+            records[task.path] = record
+        done += sum(t.train.steps for t in stack)
+        for _ in stack:
+            progress.run_done(done)
 
 
 def _run_pool(
-    tasks: list[Task], study: Study, workers: int, records: dict, progress: RunsProgress
+    todo: list[list[Task]], study: Study, workers: int, records: dict, progress: RunsProgress
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
     steps_done = ctx.Value("q", 0)
     with ctx.Pool(workers, worker.init, (_threads(study), steps_done)) as pool:
-        results = pool.imap_unordered(worker.run_task, tasks, chunksize=1)
-        for _ in tasks:
+        results = pool.imap_unordered(worker.run_task, todo, chunksize=1)
+        for _ in todo:
             while True:
                 try:
-                    path, record = results.next(timeout=0.2)
+                    finished = results.next(timeout=0.2)
                     break
                 except multiprocessing.TimeoutError:
                     progress.tick(steps_done.value)
-            records[path] = record
-            progress.run_done(steps_done.value)
+            for path, record in finished:
+                records[path] = record
+                progress.run_done(steps_done.value)

@@ -17,7 +17,7 @@ from microgpt import tensorfile
 from microgpt.ablate.plan import Task
 from microgpt.environment import environment
 from microgpt.errors import PeerError, UserError
-from microgpt.train import prepare, train
+from microgpt.train import prepare, train, train_stack
 
 PROGRESS_EVERY = 25  # steps between updates of the shared step counter
 
@@ -51,45 +51,115 @@ def set_threads(threads: int | None) -> None:
         torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
-def run_task(task: Task) -> tuple[str, dict]:
-    """The pool's entry point: run, save, and count steps for the parent's progress line."""
+def run_task(tasks: list[Task]) -> list[tuple[str, dict]]:
+    """The pool's entry point: run a stack (or one run), save each run as it ends, and count
+    steps for the parent's progress line (a stack's step counts once per run in it)."""
     reported = 0
 
-    def on_step(step: int, loss: float) -> None:
+    def on_step(steps_done: int) -> None:
         nonlocal reported
-        if step % PROGRESS_EVERY == 0 or step == task.train.steps:
-            with _steps_done.get_lock():
-                _steps_done.value += step - reported
-            reported = step
+        with _steps_done.get_lock():
+            _steps_done.value += steps_done - reported
+        reported = steps_done
 
-    return task.path, execute(task, on_step if _steps_done is not None else None)
-
-
-def execute(task: Task, on_step=None) -> dict:
-    record = run(task, on_step)
-    save(task.path, record)
-    return record
+    records = execute(tasks, on_step if _steps_done is not None else None)
+    return [(t.path, r) for t, r in zip(tasks, records)]
 
 
-def run(task: Task, on_step=None) -> dict:
+def execute(tasks: list[Task], on_step=None) -> list[dict]:
+    """Run `tasks` (one run, or a stack's runs) and save each; `on_step(steps_done)` now and
+    then, with the training steps done so far summed over the runs."""
+    records = run(tasks[0], _every(on_step)) if len(tasks) == 1 else run_stack(tasks, on_step)
+    for task, rec in zip(tasks, records):
+        save(task.path, rec)
+    if on_step is not None:
+        on_step(sum(t.train.steps for t in tasks))  # a diverged run's steps count as done
+    return records
+
+
+def _every(on_step):
+    """A `train` step callback that reports every PROGRESS_EVERY steps."""
+    if on_step is None:
+        return None
+
+    def callback(step: int, loss: float) -> None:
+        if step % PROGRESS_EVERY == 0:
+            on_step(step)
+
+    return callback
+
+
+def run(task: Task, on_step=None) -> list[dict]:
+    """One run alone, exactly as `microgpt train` runs it."""
     start = time.perf_counter()
     try:
-        config, prep = prepare(task.input_path, task.model_args, task.train)
-        if prep.fingerprint != task.fingerprint:
-            raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
+        config, prep = _prepare(task)
         gpt, result = train(task.mode, config, task.train, prep, task.tensor, on_step=on_step)
     except PeerError:  # another rank failed: not this run's doing
         raise
     except UserError as e:  # say which run, e.g. which design diverged
         raise UserError(f"{task.label}, seed {task.seed}: {e}") from None
+    return [record(task, config, prep, result, environment(gpt), time.perf_counter() - start)]
+
+
+def run_stack(tasks: list[Task], on_step=None) -> list[dict]:
+    """The runs of a stack (one shape; seeds and learning rates may differ) trained as one
+    computation (`train.train_stack`): each record is its run's, as alone, plus the stack's
+    size. A run that diverges is recorded as diverged; its neighbours go on."""
+    from microgpt.tensor import TensorGPT  # noqa: F401 (torch, or how to install it)
+
+    start = time.perf_counter()
+    try:
+        prepared = [_prepare(task) for task in tasks]
+    except UserError as e:
+        raise UserError(f"{tasks[0].label}: {e}") from None
+    config = prepared[0][0]
+    preps = [prep for _, prep in prepared]
+    done = [0]  # steps done, summed over the runs
+
+    def step_done(step: int, runs: int) -> None:
+        done[0] += runs
+        if on_step is not None and step % PROGRESS_EVERY == 0:
+            on_step(done[0])
+
+    results = train_stack(config, [t.train for t in tasks], preps, tasks[0].tensor, step_done)
+    env = environment(_Placed(tasks[0].tensor))
     wall = time.perf_counter() - start
-    return {
+    out = []
+    for task, prep, result in zip(tasks, preps, results):
+        rec = record(task, config, prep, result, env, wall / len(tasks))
+        rec["stack_size"] = len(tasks)
+        out.append(rec)
+    return out
+
+
+class _Placed:
+    """What `environment` reads of a model: where it resolved --device."""
+
+    def __init__(self, options):
+        from microgpt.tensor.device import resolve
+
+        self.placement = resolve(options)
+
+
+def _prepare(task: Task):
+    config, prep = prepare(task.input_path, task.model_args, task.train)
+    if prep.fingerprint != task.fingerprint:
+        raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
+    return config, prep
+
+
+def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
+    """A run's record: its settings, figures and per-step losses (a diverged run: the losses
+    up to its divergence, `diverged` {step, last_loss}, and no end figures)."""
+    diverged = result.diverged
+    out = {
         "settings": task.settings,
         "level": task.level.flags(),
         "switches": task.design.flags(),
         "seed": task.seed,
         "params": config.num_params(),
-        "final_loss": result.losses[-1],
+        "final_loss": None if diverged else result.losses[-1],
         "val_loss": result.val_loss,
         "val_docs": min(task.train.val_docs, len(prep.split.val)),
         "val_loss_per_token": result.val_loss_per_token,
@@ -101,9 +171,12 @@ def run(task: Task, on_step=None) -> dict:
         "data_order": data_order(prep.split.train, prep.split.val),
         "model_config": config.to_dict(),
         "train_config": task.train.to_dict(),
-        "environment": environment(gpt),
+        "environment": env,
         "losses": result.losses,
     }
+    if diverged:
+        out["diverged"] = {"step": diverged[0], "last_loss": diverged[1]}
+    return out
 
 
 def save(path: str, record: dict) -> None:
