@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install microgpt into it with the given extras, e.g. "tensor,plot".
 # torch is pinned to a CPU build that installs quickly; set TORCH_SPEC to choose another
-# (see README: installing torch), or TORCH_SPEC=none to skip it.
+# (see docs/tensor.md: installing torch), or TORCH_SPEC=none to skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-tensor,plot}"
