@@ -44,9 +44,9 @@ def add_ablate_parser(sub) -> None:
         "order; print a table of losses and speed with the seed spread, and each design's "
         "validation loss against the baseline (the varied switches at their reference values) "
         "with paired t-intervals, Holm-adjusted when there are several. Default: the seed's "
-        f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv and "
-        "loss_curves.png to --out; finished runs are saved as they complete and reused when "
-        "the same command runs again.",
+        f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv, "
+        "loss_curves.png and report.html (all of it on one page) to --out; finished runs are "
+        "saved as they complete and reused when the same command runs again.",
     )
     add_config_flag(a)
     g = a.add_argument_group("what varies")
@@ -219,6 +219,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace, world, group) -> int:
     from microgpt import tensorfile
     from microgpt.ablate import readback
+    from microgpt.ablate.page import write_page
     from microgpt.ablate.plot import MISSING, draw
     from microgpt.ablate.ranks import run_shared
     from microgpt.ablate.report import format_report, results_csv, results_json, summarize
@@ -260,6 +261,7 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     pictures = draw(saved)
     for name, png in (pictures or {}).items():
         tensorfile.write_atomic(out / name, png)
+    page = write_page(out, saved, pictures)
     note = MISSING if pictures is None else None
 
     print()
@@ -276,4 +278,5 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
         f"done in {time.perf_counter() - start:.1f} s: {outcome.ran} runs trained"
         f"{workers if outcome.ran else ''}, {outcome.reused} reused"
     )
+    print(f"report: {page}")
     return 0
