@@ -476,6 +476,7 @@ def check_layout(seen: dict, n_images: int) -> None:
 
 
 def test_the_browser_shows_the_page_at_1280_px(study, tmp_path):
+    browser()  # or skip (fail under CI) before any work
     out, _ = study
     start = time.perf_counter()
     check_layout(look(out, tmp_path), n_images=2)
@@ -525,6 +526,7 @@ def synthetic_study(folder: Path, vary: list[str], seeds=(0, 1, 2), steps=40) ->
 
 
 def test_a_wide_study_does_not_scroll_sideways(tmp_path):
+    browser()
     folder = tmp_path / "wide"
     folder.mkdir()
     vary = ["mlp_activation", "qk_norm", "position", "n_embd=16,32,64", "n_layer=1,2,4"]
