@@ -1,4 +1,4 @@
-"""The `microgpt` command: `train`, `sample`, `ablate` and `plot`.
+"""The `microgpt` command: `train`, `sample`, `ablate`, `report` and `plot`.
 
 `main(argv)` is a plain function (tests call it directly). Bad input of any kind ends in one
 line on stderr and exit status 2, with no traceback.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from microgpt import __version__, checkpoint
 from microgpt.ablate.cli import add_ablate_parser
+from microgpt.ablate.page import add_report_parser
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="curves.png", metavar="PNG", help="(default curves.png)")
 
     add_ablate_parser(sub)
+    add_report_parser(sub)
     t.set_defaults(run=cmd_train)
     s.set_defaults(run=cmd_sample)
     pl.set_defaults(run=cmd_plot)

@@ -44,9 +44,9 @@ def add_ablate_parser(sub) -> None:
         "order; print a table of losses and speed with the seed spread, and each design's "
         "validation loss against the baseline (the varied switches at their reference values) "
         "with paired t-intervals, Holm-adjusted when there are several. Default: the seed's "
-        f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv and "
-        "loss_curves.png to --out; finished runs are saved as they complete and reused when "
-        "the same command runs again.",
+        f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv, "
+        "loss_curves.png and report.html (all of it on one page) to --out; finished runs are "
+        "saved as they complete and reused when the same command runs again.",
     )
     add_config_flag(a)
     g = a.add_argument_group("what varies")
@@ -243,7 +243,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace, world, group) -> int:
     from microgpt import tensorfile
-    from microgpt.ablate.plot import plot_curves, plot_scaling
+    from microgpt.ablate import readback
+    from microgpt.ablate.page import write_page
+    from microgpt.ablate.plot import MISSING, draw
     from microgpt.ablate.ranks import run_shared
     from microgpt.ablate.report import format_report, results_csv, results_json, summarize
     from microgpt.ablate.runner import dry_run, run_study
@@ -277,20 +279,22 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     summary = summarize(study, tasks, records)
     env = {**environment(), "jobs": jobs, "ranks": world.size}
     env["threads_per_run"] = study.tensor.threads if study.tensor else None
-    tensorfile.write_atomic(out / "results.json", results_json(study, tasks, records, summary, env))
+    doc = results_json(study, tasks, records, summary, env)
+    tensorfile.write_atomic(out / "results.json", doc)
     tensorfile.write_atomic(out / "results.csv", results_csv(study, tasks, records))
-    note = plot_curves(study, tasks, records, out / "loss_curves.png")
-    pictures = ["loss_curves.png"]
-    if study.numeric and not note:
-        plot_scaling(study, summary, out / "scaling.png")
-        pictures.append("scaling.png")
+    saved = readback.parse(doc, out / "results.json")  # as `microgpt report` reads it
+    pictures = draw(saved)
+    for name, png in (pictures or {}).items():
+        tensorfile.write_atomic(out / name, png)
+    page = write_page(out, saved, pictures)
+    note = MISSING if pictures is None else None
 
     print()
     print(format_report(study, summary))
     print()
     if note:
         print(note)
-    files = ", ".join(["results.json", "results.csv", *([] if note else pictures)])
+    files = ", ".join(["results.json", "results.csv", *(pictures or {})])
     print(f"wrote {files} and the {len(tasks)} run files to {out}")
     workers = f" ({outcome.workers} worker{'s' if outcome.workers > 1 else ''})"
     if world.size > 1:
@@ -299,4 +303,5 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
         f"done in {time.perf_counter() - start:.1f} s: {outcome.ran} runs trained"
         f"{workers if outcome.ran else ''}, {outcome.reused} reused"
     )
+    print(f"report: {page}")
     return 0

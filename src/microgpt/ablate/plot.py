@@ -1,5 +1,6 @@
-"""A study's pictures. matplotlib is optional and imported here only, drawing with the Agg canvas
-directly (no pyplot, no global backend switch).
+"""A study's pictures, drawn from its checked results.json (`readback.Results`), so that
+`microgpt ablate` and `microgpt report` draw the same. matplotlib is optional and imported here
+only, drawing with the Agg canvas directly (no pyplot, no global backend switch).
 
 - `loss_curves.png`: one panel per numeric level; in each, every design's smoothed training loss
   (mean over seeds, ±1 sample std band) and its validation loss marked past the last step.
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
-from microgpt import tensorfile
-from microgpt.ablate.plan import Study, Task
+from microgpt.ablate.readback import Results
 from microgpt.ablate.stats import mean, sample_std
 
 MISSING = "matplotlib is not installed: skipped loss_curves.png (pip install 'microgpt[plot]')"
@@ -44,10 +43,27 @@ def _figure_classes():
     return Figure, FigureCanvasAgg
 
 
-def _save(fig, path: str | Path) -> None:
+def draw(results: Results) -> dict[str, bytes] | None:
+    """The study's pictures as PNG bytes by file name, or None when matplotlib is missing."""
+    classes = _figure_classes()
+    if classes is None:
+        return None
+    pictures = {"loss_curves.png": _png(plot_curves(results, *classes))}
+    if results.numeric:
+        pictures["scaling.png"] = _png(plot_scaling(results, *classes))
+    return pictures
+
+
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    tensorfile.write_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _text(label: str) -> str:
+    """A label from results.json as matplotlib shows it: as written, never read as mathtext
+    (an edited file's "$" would be), without control characters (no font draws them)."""
+    return "".join(c for c in label if c.isprintable()).replace("$", r"\$")
 
 
 def _color(i: int, n: int) -> str:
@@ -61,15 +77,8 @@ def _tab20(i: int):
     return colormaps["tab20"](i % 20)
 
 
-def plot_curves(
-    study: Study, tasks: list[Task], records: list[dict], path: str | Path
-) -> str | None:
-    """Writes the figure atomically; returns a one-line note instead when matplotlib is missing."""
-    classes = _figure_classes()
-    if classes is None:
-        return MISSING
-    Figure, FigureCanvasAgg = classes
-    levels, designs, seeds = study.levels(), study.designs(), len(study.seeds)
+def plot_curves(results: Results, Figure, FigureCanvasAgg):
+    levels, designs, seeds = results.levels(), results.design_labels(), len(results.seeds)
     cols = min(3, len(levels))
     rows = math.ceil(len(levels) / cols)
     fig = Figure(figsize=(5.5 * cols + 2.5, 4.2 * rows + 0.6), dpi=110)
@@ -79,14 +88,16 @@ def plot_curves(
     for k, level in enumerate(levels):
         ax = axes[k // cols][k % cols]
         for i, design in enumerate(designs):
-            runs = [r for t, r in zip(tasks, records) if t.level == level and t.design == design]
-            steps = len(runs[0]["losses"])
+            runs = [r for r in results.runs_of(level, design) if r["losses"]]
+            if not runs:
+                continue
+            steps = min(len(r["losses"]) for r in runs)
             window = smoothing_window(steps)
-            curves = [moving_average(r["losses"], window) for r in runs]
+            curves = [moving_average(r["losses"][:steps], window) for r in runs]
             center = [mean(col) for col in zip(*curves)]
             x = list(range(1, steps + 1))
             color = _color(i, len(designs))
-            label = design.label + (" (baseline)" if design == study.baseline else "")
+            label = _text(design) + (" (baseline)" if design == results.baseline else "")
             (line,) = ax.plot(x, center, color=color, lw=1.4, label=label)
             if k == 0:
                 handles.append(line)
@@ -100,7 +111,7 @@ def plot_curves(
                 at = steps * (1.015 + 0.01 * i)  # side by side just past the last step
                 err = sample_std(vals) or 0.0
                 ax.errorbar(at, mean(vals), yerr=err, fmt="D", color=color, ms=4, capsize=2)
-        ax.set_title(level.label or "all runs", fontsize=10)
+        ax.set_title(_text(level.label) or "all runs", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (smoothed)")
         ax.grid(alpha=0.3)
@@ -117,32 +128,27 @@ def plot_curves(
         frameon=False,
     )
     fig.suptitle(
-        f"microgpt ablate: {study.mode} mode, {seeds} seed{'s' if seeds > 1 else ''}; "
-        f"training loss: mean of the last {smoothing_window(study.train.steps)} steps{band}",
+        f"microgpt ablate: {_text(results.mode)} mode, {seeds} seed{'s' if seeds != 1 else ''}; "
+        f"training loss: mean of the last {smoothing_window(results.steps)} steps{band}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.5 * cols + 2.5), 1))
-    _save(fig, path)
-    return None
+    return fig
 
 
-def plot_scaling(study: Study, summary: dict, path: str | Path) -> None:
+def plot_scaling(results: Results, Figure, FigureCanvasAgg):
     """Each design's val-loss difference to the baseline against the numeric level."""
-    classes = _figure_classes()
-    if classes is None:
-        return
-    Figure, FigureCanvasAgg = classes
-    levels = study.levels()
-    diffs = [c for c in summary["comparisons"] if c["kind"] == "difference"]
+    levels, numeric = results.levels(), results.numeric
+    diffs = [c for c in results.comparisons if c["kind"] == "difference"]
     names = list(dict.fromkeys(c["name"] for c in diffs))
-    one = len(study.numeric) == 1
+    one = len(numeric) == 1
     xs = [lv.values[0][1] for lv in levels] if one else list(range(len(levels)))
     fig = Figure(figsize=(8, 5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     log = one and min(xs) > 0 and max(xs) / min(xs) >= 2  # sizes: doubling steps read evenly
     span = (max(xs) - min(xs)) or 1
-    labels = [d.label for d in study.designs()]  # colours as in loss_curves.png
+    labels = results.design_labels()  # colours as in loss_curves.png
     for i, name in enumerate(names):
         points = []
         for x, lv in zip(xs, levels):
@@ -152,22 +158,32 @@ def plot_scaling(study: Study, summary: dict, path: str | Path) -> None:
         shift = i - (len(names) - 1) / 2  # side by side, so that the intervals do not overlap
         px = [x * 1.025**shift if log else x + 0.012 * span * shift for x, _ in points]
         py = [c["mean_diff"] for _, c in points]
-        low = [c["mean_diff"] - c["low"] if c["low"] is not None else 0 for _, c in points]
-        high = [c["high"] - c["mean_diff"] if c["high"] is not None else 0 for _, c in points]
+        low = [_bar(c["mean_diff"], c["low"]) for _, c in points]
+        high = [_bar(c["high"], c["mean_diff"]) for _, c in points]
         k = labels.index(name) if name in labels else i
         color = _color(k, len(labels))
-        ax.errorbar(px, py, yerr=[low, high], fmt="o-", color=color, ms=4, capsize=3, label=name)
+        ax.errorbar(
+            px, py, yerr=[low, high], fmt="o-", color=color, ms=4, capsize=3, label=_text(name)
+        )
     ax.axhline(0, color="gray", lw=1)
     if one:
-        ax.set_xlabel(study.numeric[0])
+        ax.set_xlabel(_text(numeric[0]))
         if log:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
     else:
-        ax.set_xticks(xs, [lv.label for lv in levels], rotation=20, fontsize=8)
+        ax.set_xticks(xs, [_text(lv.label) for lv in levels], rotation=20, fontsize=8)
     ax.set_ylabel("val loss minus the baseline's (negative: better)")
     ax.set_title("Does it hold as the model grows? (intervals as in the report)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if names:
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def _bar(upper: float | None, lower: float | None) -> float:
+    """An error bar's length: 0 without an interval (one seed) or for an edited, wrong one."""
+    if upper is None or lower is None:
+        return 0.0
+    return max(0.0, upper - lower)

@@ -187,7 +187,6 @@ def format_report(study: Study, summary: dict) -> str:
 
 
 def _table(study: Study, rows: list[dict]) -> list[str]:
-    n = len(study.seeds)
     steps = rows and study.train.steps
     last_n = min(study.train.last_n, steps)
     header = ["design", "params", "final loss", f"last {last_n} mean", "val loss"]
@@ -211,23 +210,31 @@ def _table(study: Study, rows: list[dict]) -> list[str]:
             c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
         ).rstrip()
 
-    seeds = ", ".join(map(str, study.seeds))
-    spread = (
-        f"± is the sample standard deviation over the {n} seeds ({seeds}). "
-        if n > 1
-        else f"One seed ({seeds}): no spread. "
-    )
-    note = (
-        f"* {_baseline_name(study)} design. " + spread + "steps/s, tokens/s (training loop only) "
-        "and wall s (one run: data, training, validation) are means over seeds."
-    )
+    note = f"* {_baseline_name(study)} design. " + spread_note(study.seeds) + SPEED_NOTE
     return [line(header), "-" * len(line(header)), *map(line, cells), *textwrap.wrap(note, 100)]
 
 
+SPEED_NOTE = (
+    "steps/s, tokens/s (training loop only) and wall s (one run: data, training, validation) "
+    "are means over seeds."
+)
+
+
+def spread_note(seeds) -> str:
+    listed = ", ".join(map(str, seeds))
+    if len(seeds) > 1:
+        return f"± is the sample standard deviation over the {len(seeds)} seeds ({listed}). "
+    return f"One seed ({listed}): no spread. "
+
+
 def _baseline_name(study: Study) -> str:
-    """ "reference" when every switch of the baseline is the reference algorithm's."""
-    design = {**study.model_args, **study.baseline.flags()}
-    reference = all(design[n] == s.reference for n, s in SWITCHES.items())
+    return baseline_name({**study.model_args, **study.baseline.flags()})
+
+
+def baseline_name(design: dict) -> str:
+    """ "reference" when every switch of the baseline `design` (its varied and fixed switches,
+    name: value) is the reference algorithm's."""
+    reference = all(design.get(n) == s.reference for n, s in SWITCHES.items())
     return "reference" if reference else "baseline"
 
 
@@ -245,38 +252,39 @@ def _comparisons(study: Study, summary: dict, level: Level) -> list[str]:
     designs = [d for d in summary["designs"] if d["level"] == level.flags()]
     if designs and designs[0]["val_loss"] is None:
         return ["No validation loss (--val-docs 0 or no held-out documents): no comparison."]
-    name = _baseline_name(study)
-    adjustment = summary["adjustment"]
+    title = comparison_title(n, summary["adjustment"], _baseline_name(study))
+    lines = textwrap.wrap(title, 100)
+    differences = [c for c in mine if c["kind"] == "difference"]
+    effects = [c for c in mine if c["kind"] != "difference"]
+    lines += _comparison_rows(differences)
+    if effects:
+        lines += [""] + textwrap.wrap(EFFECTS_NOTE, 100)
+        lines += _comparison_rows(effects)
+    return lines
+
+
+def comparison_title(n: int, adjustment: dict, name: str) -> str:
+    """What the comparisons of `n` seeds against the baseline called `name` are."""
     dof = f"{n - 1} degree{'s' if n > 2 else ''} of freedom"
     if n == 1:
-        title = f"Val loss minus the {name}'s, same seed (one seed: no interval, no claim)."
-    elif adjustment["method"] == "holm":
-        title = (
+        return f"Val loss minus the {name}'s, same seed (one seed: no interval, no claim)."
+    if adjustment["method"] == "holm":
+        return (
             f"Val loss minus the {name}'s, paired by seed: mean, t-interval ({dof}) and "
             f"p-value, adjusted by Holm's method over all {adjustment['family']} "
             "comparisons of this report (5% family-wise error): each interval is at the level "
             "its Holm step tests (shown), p is Holm's adjusted p-value, and a difference is "
             "called only when Holm rejects 'no difference'."
         )
-    else:
-        title = (
-            f"Val loss minus the {name}'s, paired by seed: mean, 95% t-interval ({dof}) "
-            "and p-value."
-        )
-    lines = textwrap.wrap(title, 100)
-    differences = [c for c in mine if c["kind"] == "difference"]
-    effects = [c for c in mine if c["kind"] != "difference"]
-    lines += _comparison_rows(differences)
-    if effects:
-        lines += [""] + textwrap.wrap(
-            "Factorial effects on val loss, per seed and averaged over the other switches: a main "
-            "effect is the mean over the designs with that switch changed minus over those "
-            "without; an interaction X × Y is X's effect with Y changed minus X's effect "
-            "without Y changed.",
-            100,
-        )
-        lines += _comparison_rows(effects)
-    return lines
+    return f"Val loss minus the {name}'s, paired by seed: mean, 95% t-interval ({dof}) and p-value."
+
+
+EFFECTS_NOTE = (
+    "Factorial effects on val loss, per seed and averaged over the other switches: a main "
+    "effect is the mean over the designs with that switch changed minus over those "
+    "without; an interaction X × Y is X's effect with Y changed minus X's effect "
+    "without Y changed."
+)
 
 
 def _comparison_rows(comparisons: list[dict]) -> list[str]:
@@ -331,16 +339,19 @@ def _scaling(study: Study, summary: dict) -> list[str]:
                 row.append(f"{c['mean_diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]{mark}")
         cells.append(row)
     widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
-    verb = "changes" if len(study.numeric) == 1 else "change"
     lines = textwrap.wrap(
-        f"Does it hold as {' and '.join(study.numeric)} {verb}? Val loss minus the "
-        f"{_baseline_name(study)}'s at each level (mean and interval as above; "
-        "~ marks differences within seed noise).",
+        f"{scaling_question(study.numeric)} Val loss minus the {_baseline_name(study)}'s at each "
+        "level (mean and interval as above; ~ marks differences within seed noise).",
         100,
     )
     lines.append("  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     return lines
+
+
+def scaling_question(numeric: list[str]) -> str:
+    verb = "changes" if len(numeric) == 1 else "change"
+    return f"Does it hold as {' and '.join(numeric)} {verb}?"
 
 
 # files ------------------------------------------------------------------------------------------
