@@ -334,6 +334,85 @@ def test_tensor_mode_tiny(tmp_path, names):
     assert params[REFERENCE.label] - params[DESIGNS[1].label] == cfg["vocab_size"] * 4
 
 
+# stacks: runs trained as one computation --------------------------------------------------------
+
+STACKABLE = [*TINY, "--batch-size", "2", "--dropout", "0.1", "--dtype", "float64"]
+
+
+def _by_run(out: Path) -> dict:
+    return {(r["seed"], r["train_config"]["learning_rate"], tuple(r["switches"].items())): r
+            for r in results(out)["runs"]}  # fmt: skip
+
+
+def _assert_same_runs(stacked: dict, alone: dict) -> None:
+    assert stacked.keys() == alone.keys()
+    for key, run in alone.items():
+        mine = stacked[key]
+        assert len(mine["losses"]) == len(run["losses"])
+        for a, b in zip(mine["losses"], run["losses"]):
+            assert abs(a - b) <= 1e-12 * abs(b)
+        assert abs(mine["val_loss"] - run["val_loss"]) <= 1e-12 * run["val_loss"]
+
+
+def test_a_stacked_study_gives_each_run_as_alone(tmp_path, names):
+    pytest.importorskip("torch")
+    outs, printed = {}, {}
+    for how in ("--stack-size=2", "--no-stack"):
+        outs[how] = tmp_path / how.strip("-")
+        rc, printed[how], stderr = ablate("--seeds", "3", "--vary", "qk_norm", "--input", names,
+                                          "--out", str(outs[how]), how, *STACKABLE)  # fmt: skip
+        assert (rc, stderr) == (0, ""), stderr
+    assert "stacks of up to 2 runs" in printed["--stack-size=2"]
+    assert "stacks" not in printed["--no-stack"]
+    stacked, alone = _by_run(outs["--stack-size=2"]), _by_run(outs["--no-stack"])
+    # three seeds per design in stacks of at most two: a stack of 2, then one of 1 (alone)
+    sizes = sorted(json.loads(p.read_text()).get("stack_size", 1)
+                   for p in outs["--stack-size=2"].glob("run-*.json"))  # fmt: skip
+    assert sizes == [1, 1, 2, 2, 2, 2]
+    _assert_same_runs(stacked, alone)
+
+
+def test_a_diverged_run_ends_alone_and_its_stack_goes_on(tmp_path, names):
+    pytest.importorskip("torch")
+    out, alone = tmp_path / "sweep", tmp_path / "alone"
+    rc, stdout, stderr = ablate("--seeds", "2", "--vary", "learning_rate=0.01,1e300",
+                                "--input", names, "--out", str(out), *STACKABLE)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    rc, _, stderr = ablate("--seeds", "2", "--learning-rate", "0.01", "--no-stack",
+                           "--vary", "qk_norm=false,true", "--input", names,
+                           "--out", str(alone), *STACKABLE)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("run-*.json"))]
+    assert {r["stack_size"] for r in runs} == {4}  # both rates and both seeds in one stack
+    diverged = [r for r in runs if r["train_config"]["learning_rate"] == 1e300]
+    assert len(diverged) == 2
+    for r in diverged:
+        step = r["diverged"]["step"]
+        assert 1 <= step <= 6 and len(r["losses"]) == step - 1
+        assert r["val_loss"] is None and r["final_loss"] is None
+    kept = {k: v for k, v in _by_run(out).items() if k[1] == 0.01}
+    same = {k: v for k, v in _by_run(alone).items() if k[2] == (("qk_norm", False),)}
+    _assert_same_runs({k[:2]: v for k, v in kept.items()}, {k[:2]: v for k, v in same.items()})
+    # a resumed study counts a diverged run as finished
+    rc, stdout, _ = ablate("--seeds", "2", "--vary", "learning_rate=0.01,1e300",
+                           "--input", names, "--out", str(out), *STACKABLE)  # fmt: skip
+    assert rc == 0 and "reusing 4 finished runs" in stdout
+
+
+def test_a_killed_stack_is_trained_again_alone(tmp_path, names):
+    pytest.importorskip("torch")
+    out = tmp_path / "study"
+    argv = ["--seeds", "3", "--vary", "qk_norm", "--input", names, "--out", str(out), *STACKABLE]
+    assert ablate(*argv)[0] == 0
+    before = _by_run(out)
+    lost = sorted(out.glob("run-qk-norm-*.json"))
+    for path in lost[:2]:
+        path.unlink()
+    rc, stdout, _ = ablate(*argv)
+    assert rc == 0 and "reusing 4 finished runs" in stdout and "2 runs trained" in stdout
+    _assert_same_runs(_by_run(out), before)
+
+
 # the default folder, progress and errors --------------------------------------------------------
 
 
@@ -412,6 +491,8 @@ def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
         ["--vary", "n_embd=6", "--n-head", "4"],
         ["--vary", "n_embd=8,6"],  # 6 is not divisible by the 4 heads
         ["--plan", "some"],
+        ["--stack-size", "0"],
+        ["--stack-size", "2", "--no-stack"],
         ["--seed", "3"],
         ["--jobs", "0"],
         ["--mode", "scalar", "--threads", "2"],

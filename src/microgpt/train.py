@@ -355,11 +355,13 @@ def train_stack(
                     results[i].evals.append((step + 1, last_eval[i][1] / last_eval[i][2]))
             start += time.perf_counter() - paused  # evaluating is not training time
     seconds = time.perf_counter() - start
+    for i, result in enumerate(results):  # the stack's pace, each run's own tokens
+        result.seconds = seconds
+        if seconds > 0:
+            result.steps_per_s = len(result.losses) / seconds
+            result.tokens_per_s = tokens[i] / seconds
     for j, i in enumerate(alive):
         result, tc, held_out = results[i], tcs[i], data[i][1]
-        result.seconds = seconds
-        result.steps_per_s = steps / seconds if seconds > 0 else 0.0
-        result.tokens_per_s = tokens[i] / seconds if seconds > 0 else 0.0
         solo = gpt.run_model(j)
         val_docs, eval_docs = held_out[: tc.val_docs], held_out[: tc.eval_docs]
         if val_docs:

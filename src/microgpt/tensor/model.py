@@ -59,7 +59,6 @@ from microgpt.tensor.ops import (
     rope,
     rope_backward,
     rope_tables,
-    softmax_rows,
 )
 from microgpt.tensor.optim import FlatAdam
 from microgpt.tensor.packing import Batch, Packer
@@ -198,7 +197,6 @@ class TensorGPT:
             if stacked:
                 self._dropout_rng = RunGenerators(len(trains), p.device)
         self.dropout_stream = 0  # and the rank, in a data-parallel run (0 in one process)
-        self._softmax = softmax_rows if stacked else torch.softmax  # see `softmax_rows`
         self._compiled = _compile_step(self) if options.compile and not stacked else None
 
     @classmethod
@@ -308,7 +306,7 @@ class TensorGPT:
             if cos_sin is not None:
                 qk = rope(qk, *cos_sin)
             q, k = qk.view(2, -1, W, D)
-        y, att, att_scale = attention(q, k, val, batch.mask, *drop, softmax=self._softmax)
+        y, att, att_scale = attention(q, k, val, batch.mask, *drop, keep=batch.keep)
         y = y.view(H, *S, N, D).movedim(0, -2).reshape(*S, N, C)  # heads side by side
         x, out_scale = residual(x, y, w_t[f"layer{i}.attn_wo"], *drop)
         return x, AttentionActs(x_norm, rstd, q, k, val, att, y, qk_norm, att_scale, out_scale)

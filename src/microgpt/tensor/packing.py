@@ -40,6 +40,7 @@ class Batch:
     neg_weights: Tensor  # (*S, N, 1) -weights
     mask: Tensor  # (S * R, W, W) additive: 0 where query i may see key j, else -inf
     runs: tuple[tuple[int, int], ...] | None = None  # in a stack: each run's own (rows, width)
+    keep: Tensor | None = None  # in a stack: (S * R, W, W), 1 where mask is 0, else 0 (`ops`)
 
 
 def plan_rows(lengths: list[int], width: int) -> list[list[int]]:
@@ -128,6 +129,8 @@ class Packer:
         """A stack's batch: `docs[s]` is run s's documents, packed as `pack(docs[s])` packs them
         (same rows, same order, same weights), then padded to the stack's R rows and W columns:
         a padding row is W padding positions. Fields get a leading axis of S runs."""
+        if all(len(d) == 1 for d in docs):
+            return self._pack_singles([d[0] for d in docs])
         lengths = [self._lengths(d) for d in docs]
         plans = [
             [[0]] if len(n) == 1 else plan_rows(n, self.block_size) for n in lengths
@@ -143,6 +146,27 @@ class Packer:
             lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
         divisors = [1 / self.divisor(d, per_token) for d in docs]
         return self._batch(lists, R, W, divisors, shapes)
+
+    def _pack_singles(self, docs: list[list[int]]) -> Batch:
+        """`pack_runs` when every run has one document (batch size 1), in one pass: run s's row
+        is its document's n predictions, each weighing 1 / n (its mean, whichever average),
+        then padding to the longest."""
+        lengths = self._lengths(docs)
+        W, lists = max(lengths), _Lists()
+        tokens, targets, positions, share = lists.tokens, lists.targets, lists.positions, []
+        ranges, reciprocals, zeros = self._ranges, self._reciprocals, self._zeros
+        for doc, n in zip(docs, lengths):
+            pad = zeros[W - n]
+            tokens += doc[:n]
+            tokens += pad
+            targets += doc[1 : n + 1]
+            targets += pad
+            positions += ranges[n]
+            positions += pad
+            share += reciprocals[n]
+            share += self._float_zeros[W - n]
+        lists.share = share
+        return self._batch(lists, 1, W, None, tuple((1, n) for n in lengths))
 
     def _lengths(self, docs: list[list[int]]) -> list[int]:
         lengths = [min(self.block_size, len(d) - 1) for d in docs]
@@ -166,10 +190,11 @@ class Packer:
                 fill += n
             lists.pad(W - fill, self)
 
-    def _batch(self, lists, R: int, W: int, scales: list[float], runs=None) -> Batch:
-        """Tensors from `lists` (S runs of R * W positions, S = len(scales)); each run's shares
-        times its scale (1 / divisor). A solo batch (runs None) has no S axis."""
-        S = len(scales)
+    def _batch(self, lists, R: int, W: int, scales: list[float] | None, runs=None) -> Batch:
+        """Tensors from `lists` (S runs of R * W positions); each run's shares times its scale
+        (1 / divisor; None: the shares are the weights). A solo batch (runs None) has no S
+        axis."""
+        S = len(runs) if runs is not None else 1
         lead = (S,) if runs is not None else ()
         ints = array("q", lists.tokens + lists.targets + lists.positions)
         ints = torch.frombuffer(ints, dtype=torch.int64).to(self.device).view(3, *lead, R * W)
@@ -182,11 +207,15 @@ class Packer:
         blocked = torch.lt(columns, starts[:, :, None]).logical_or_(self._future[:W, :W])
         mask = torch.zeros(S * R, W, W, dtype=self.compute_dtype, device=self.device)
         mask.masked_fill_(blocked, float("-inf"))
+        keep = None
         if runs is None:
             weights, neg_weights = shares * scales[0], shares * -scales[0]
         else:
-            scale = torch.tensor(scales, dtype=torch.float64).to(self.device, self.loss_dtype)
-            weights = shares * scale.view(S, 1, 1)
+            keep = blocked.logical_not_().to(self.compute_dtype)
+            weights = shares
+            if scales is not None:
+                scale = torch.tensor(scales, dtype=torch.float64).to(self.device, self.loss_dtype)
+                weights = shares * scale.view(S, 1, 1)
             neg_weights = -weights
         return Batch(
             rows=R,
@@ -198,6 +227,7 @@ class Packer:
             neg_weights=neg_weights,
             mask=mask,
             runs=runs,
+            keep=keep,
         )
 
     def _pack_one(self, doc: list[int], n: int) -> Batch:
