@@ -187,11 +187,18 @@ def token_data(prep: Prepared, tc: TrainConfig, block_size: int):
             return [train_tokens[o : o + T + 1] for o in offsets]
 
         return step_docs, [tokenizer.encode(w) for w in prep.split.val]
-    train_docs = [tokenizer.encode_document(d) for d in prep.split.train]
+    train_docs = prep.split.train
+    encoded: dict[int, list[int]] = {}  # encoded when first read: a short run reads few
 
     def step_docs(step: int) -> list[list[int]]:
         indices = batch_indices(step, tc.batch_size, len(train_docs), tc.reshuffle, tc.seed)
-        return [train_docs[i] for i in indices]
+        out = []
+        for i in indices:
+            doc = encoded.get(i)
+            if doc is None:
+                doc = encoded[i] = tokenizer.encode_document(train_docs[i])
+            out.append(doc)
+        return out
 
     return step_docs, [tokenizer.encode_document(d) for d in prep.split.val]
 
