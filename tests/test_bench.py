@@ -32,3 +32,16 @@ def test_tensor_speed_runs():
     flags = ["--scenarios", "batch1", "--repeats", "1", "--steps-scale", "0.02", "--no-scalar"]
     out = run("bench/tensor_speed.py", *flags, "--qk-norm", "--position", "rope")
     assert "batch1" in out
+
+
+def test_stack_speed_runs():
+    pytest.importorskip("torch")
+    flags = ["--runs", "1,3", "--repeats", "1", "--steps-scale", "0.01"]
+    out = run("bench/stack_speed.py", *flags)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary["scenarios"]) == {"batch1", "batch32"}
+    for scenario in summary["scenarios"].values():
+        assert scenario["solo"]["run_steps_per_s"] > 0
+        assert set(scenario["stacks"]) == {"1", "3"}
+        assert all(row["vs_solo"] > 0 for row in scenario["stacks"].values())
+    assert "goal" not in summary  # R = 20 was not measured

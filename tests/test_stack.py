@@ -1,0 +1,401 @@
+"""A stack (`TensorGPT.stack`) against its runs alone: every run of a stack is the same run as
+alone. In float64 each run's loss at every step is within 1e-12 relative of its solo run's, and
+its weights and Adam moments within 1e-10 relative (per matrix, as in test_tensor_parity.py), in
+every design of `designs.DESIGNS`, at batch 1 and batch 8, with dropout, weight decay and
+clipping (each run clips its own gradient's global norm, never the stack's), three runs of
+different seeds and learning rates a stack.
+
+Two ways of comparing:
+
+- free-running: the stack and the solo runs each go their own way from the same initial
+  weights. The stack's kernels are not the solo's (batched matmuls, its own softmax), so the
+  two differ in the last bits from the first step on, and training amplifies that. Over 30 steps
+  every design stays within the tolerances; over 200 steps the design "all" at learning rate
+  0.02 does not (see `CHAOTIC`), and neither does a solo run whose initial weights are moved by
+  one ulp: that is float64, not the stack.
+- teacher-forced: before every step the stack's run is given its solo run's weights and
+  moments, so each step is compared from the same state; this holds at every one of 200 steps
+  in every design, "all" included.
+
+Then the stack's other promises: the token average, `keep_runs`, `run_model`, float32 and
+bfloat16, a diverging run that leaves its neighbours alone, and what may differ between runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+from designs import DESIGNS
+
+torch = pytest.importorskip("torch")
+
+from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
+from microgpt.init import Matrix  # noqa: E402
+from microgpt.modes import TensorOptions  # noqa: E402
+from microgpt.schedule import lr_at  # noqa: E402
+from microgpt.tensor import TensorGPT  # noqa: E402
+from microgpt.train import prepare, token_data  # noqa: E402
+
+LOSS_REL = 1e-12  # a step's loss, relative to the solo run's
+STATE_REL = 1e-10  # weights and Adam moments, per matrix, relative to the solo run's largest
+SIZES = dict(n_layer=2, n_embd=16, n_head=4)  # block_size 16, the names' 27 characters
+RUNS = ((0, 0.01), (1, 0.003), (2, 0.02))  # each run's (seed, peak learning rate)
+REGULARISED = dict(dropout=0.1, weight_decay=0.1, grad_clip=0.5)  # clip 0.5: most steps clip
+
+
+def options(dtype: str = "float64") -> TensorOptions:
+    # one thread: at these sizes more only adds synchronisation, which crawls on a loaded machine
+    return TensorOptions(device="cpu", dtype=dtype, threads=1)
+
+
+@dataclass
+class Runs:
+    """Runs of one shape, each from `prepare` and `token_data` as `microgpt train` makes them:
+    its own shuffle, initial weights and documents."""
+
+    config: ModelConfig
+    trains: list[TrainConfig]
+    weights: list[dict[str, Matrix]]
+    step_docs: list  # per run: step -> that step's documents
+    held_out: list[list[list[int]]]  # per run: its held-out documents
+
+    def stack(self, dtype: str = "float64") -> TensorGPT:
+        return TensorGPT.stack(self.config, self.weights, self.trains, options(dtype))
+
+    def solos(self, dtype: str = "float64") -> list[TensorGPT]:
+        pairs = zip(self.weights, self.trains)
+        return [TensorGPT(self.config, w, tc, options(dtype)) for w, tc in pairs]
+
+    def docs(self, step: int) -> list[list[list[int]]]:
+        return [step_docs(step) for step_docs in self.step_docs]
+
+    def lrs(self, step: int) -> list[float]:
+        return [lr_at(step, tc) for tc in self.trains]
+
+
+def make_runs(design: dict, batch: int, steps: int, runs=RUNS, **train) -> Runs:
+    """One run per (seed, learning rate[, min_lr]) of `runs`, all else shared."""
+    trains = [
+        TrainConfig(
+            steps=steps, batch_size=batch, seed=seed, learning_rate=lr, min_lr=sum(floor), **train
+        )
+        for seed, lr, *floor in runs
+    ]
+    prepared = [prepare(None, {**SIZES, **design}, tc) for tc in trains]
+    config = prepared[0][0]
+    data = [token_data(prep, tc, config.block_size) for (_, prep), tc in zip(prepared, trains)]
+    return Runs(
+        config,
+        trains,
+        [prep.weights for _, prep in prepared],
+        [step_docs for step_docs, _ in data],
+        [held_out for _, held_out in data],
+    )
+
+
+def relative_error(got, want) -> float:
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-300))
+
+
+def state_error(stack: TensorGPT, s: int, solo: TensorGPT) -> float:
+    """The largest relative error, per matrix, of run s's weights and Adam moments."""
+    layout, worst = stack.layout, 0.0
+    for mine, its in ((stack.flat, solo.flat), (stack.adam.m, solo.adam.m)):
+        got, want = layout.views(mine[s]), layout.views(its)
+        worst = max(worst, *(relative_error(got[n], want[n]) for n in layout.shapes))
+    got, want = layout.views(stack.adam.v[s]), layout.views(solo.adam.v)
+    return max(worst, *(relative_error(got[n], want[n]) for n in layout.shapes))
+
+
+def loss_error(got: float, want: float) -> float:
+    return abs(got - want) / abs(want)
+
+
+def force(stack: TensorGPT, s: int, solo: TensorGPT) -> None:
+    """Give the stack's run s its solo run's weights and Adam moments."""
+    stack.flat[s].copy_(solo.flat)
+    stack.adam.m[s].copy_(solo.adam.m)
+    stack.adam.v[s].copy_(solo.adam.v)
+
+
+# every run of a stack is its solo run -------------------------------------------------------------
+
+CHAOTIC = {"all"}  # designs whose 200-step float64 runs amplify the last bits past the tolerances
+BATCHES = pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
+
+
+def free_running_cases():
+    for design in DESIGNS:
+        yield pytest.param(design, 30, id=f"{design}-30steps")
+    for design in DESIGNS:
+        marks = [pytest.mark.slow]
+        if design in CHAOTIC:
+            reason = (
+                "float64 chaos, not the stack: the run at learning rate 0.02 passes 1e-12 at "
+                "step 33 (batch 1) or 103 (batch 8), ending near 8e-10 (6e-11); a one-ulp change "
+                "of its initial weights takes the solo run past 1e-12 too (5e-10; 4e-12); the "
+                "teacher-forced test holds at every step"
+            )
+            marks.append(pytest.mark.xfail(strict=True, reason=reason))
+        yield pytest.param(design, 200, id=f"{design}-200steps", marks=marks)
+
+
+@BATCHES
+@pytest.mark.parametrize("design,steps", list(free_running_cases()))
+def test_runs_of_a_stack_are_their_solo_runs(design, steps, batch):
+    """The issue's check: three runs (seeds 0, 1, 2; learning rates 0.01, 0.003, 0.02) with
+    dropout, weight decay and clipping, stacked and alone: every step's loss, then the weights
+    and Adam moments."""
+    runs = make_runs(DESIGNS[design], batch, steps, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    clipped = [0] * len(solos)  # the steps at which each solo run clipped
+    worst = 0.0
+    for step in range(steps):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        assert isinstance(got, list) and len(got) == len(solos)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            err = loss_error(got[s], want)
+            assert err <= LOSS_REL, (step, s, got[s], want)
+            worst = max(worst, err)
+            clipped[s] += float(solo.adam.last_grad_norm) > REGULARISED["grad_clip"]
+    assert stack.step == steps
+    for s, solo in enumerate(solos):
+        err = state_error(stack, s, solo)
+        assert err <= STATE_REL, (s, err)
+    assert any(clipped), "no run ever clipped: the test does not test clipping"
+    print(f"max relative loss difference over {steps} steps: {worst:.1e}; clipped {clipped}")
+
+
+@BATCHES
+@pytest.mark.parametrize("design", [pytest.param(d, marks=pytest.mark.slow) for d in DESIGNS])
+def test_each_step_of_a_stack_is_its_runs_solo_step(design, batch):
+    """Teacher-forced, 200 steps: before each step every run of the stack takes its solo run's
+    weights and moments; then the step's loss, each run's gradient norm (each clips by its own),
+    and the weights and moments after it."""
+    steps, clip = 200, REGULARISED["grad_clip"]
+    runs = make_runs(DESIGNS[design], batch, steps, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    clipped = 0
+    for step in range(steps):
+        for s, solo in enumerate(solos):
+            force(stack, s, solo)
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        norms = stack.adam.last_grad_norm.view(-1).tolist()
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+            solo_norm = float(solo.adam.last_grad_norm)
+            assert loss_error(norms[s], solo_norm) <= LOSS_REL, (step, s, norms[s], solo_norm)
+            clipped += solo_norm > clip
+            err = state_error(stack, s, solo)
+            assert err <= STATE_REL, (step, s, err)
+    assert clipped, "no run ever clipped: the test does not test clipping"
+
+
+@pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
+def test_token_loss_average(batch):
+    """--loss-average token: each run's mean over its own predicted tokens, not the stack's; and
+    runs that differ in min_lr (their schedules' floor) too."""
+    runs = make_runs(
+        DESIGNS["reference"],
+        batch,
+        50,
+        runs=((3, 0.01, 0.001), (4, 0.005, 0.0), (5, 0.02, 0.01)),
+        loss_average="token",
+        **REGULARISED,
+    )
+    stack, solos = runs.stack(), runs.solos()
+    assert stack.per_token
+    for step in range(50):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+    for s, solo in enumerate(solos):
+        assert state_error(stack, s, solo) <= STATE_REL
+
+
+def test_keep_runs_drops_runs_and_the_others_go_on():
+    """keep_runs([0, 2]) after 10 steps, keep_runs([1]) (the third run) after 20: the runs kept
+    go on exactly as their solo runs, dropout masks, clipping and Adam's step count included."""
+    runs = make_runs(DESIGNS["reference"], 8, 30, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    alive = [0, 1, 2]  # the original index of each run still in the stack
+    for step in range(30):
+        if step == 10:
+            stack.keep_runs([0, 2])
+            alive = [0, 2]
+        if step == 20:
+            stack.keep_runs([1])
+            alive = [2]
+        assert stack.runs == len(alive)
+        assert stack.flat.shape == stack.adam.m.shape == stack.adam.v.shape
+        assert stack.flat.shape[0] == len(alive)
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step([docs[r] for r in alive], [lrs[r] for r in alive])
+        assert len(got) == len(alive)
+        for s, r in enumerate(alive):
+            want = solos[r].train_step(docs[r], lrs[r])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, r, got[s], want)
+        for s, r in enumerate(alive):
+            assert state_error(stack, s, solos[r]) <= STATE_REL, (step, r)
+    assert stack.step == 30
+    assert stack.train_configs == [runs.trains[2]]
+
+
+def test_run_model_is_the_solo_run():
+    """run_model(s) after 20 steps: a solo model with run s's weights, moments and step, whose
+    held-out losses and logits are the solo run's, which trains on as the solo run does, and
+    which the stack's later steps leave alone."""
+    runs = make_runs(DESIGNS["reference"], 8, 30, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    for step in range(20):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        stack.stack_step(docs, lrs)
+        for solo, d, lr in zip(solos, docs, lrs):
+            solo.train_step(d, lr)
+    copies = [stack.run_model(s) for s in range(len(solos))]
+    for s, (copy, solo) in enumerate(zip(copies, solos)):
+        assert copy.runs is None and copy.flat.shape == solo.flat.shape
+        assert copy.step == solo.step == 20
+        assert copy.train_config == runs.trains[s]
+        held_out = runs.held_out[s][:200]
+        want = solo.eval_loss(held_out)
+        assert loss_error(copy.eval_loss(held_out), want) <= LOSS_REL
+        got_total, got_tokens = copy.eval_token_loss(held_out)
+        want_total, want_tokens = solo.eval_token_loss(held_out)
+        assert got_tokens == want_tokens and loss_error(got_total, want_total) <= LOSS_REL
+        context = held_out[0][:5]
+        got_logits = torch.tensor(copy.logits(context), dtype=torch.float64)
+        want_logits = torch.tensor(solo.logits(context), dtype=torch.float64)
+        assert relative_error(got_logits, want_logits) <= STATE_REL
+    before = [copy.flat.clone() for copy in copies]
+    for step in range(20, 30):  # the copies train on; the stack goes on without them
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        stack.stack_step(docs, lrs)
+        for s, (copy, solo) in enumerate(zip(copies, solos)):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(copy.train_step(docs[s], lrs[s]), want) <= LOSS_REL
+    for copy, solo, flat in zip(copies, solos, before):
+        assert relative_error(copy.flat, solo.flat) <= STATE_REL
+        assert not torch.equal(copy.flat, flat)  # they did train
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_low_precision_stacks_stay_close_to_their_solo_runs(dtype):
+    """float32 and bfloat16 (float32 master weights) stacks, 30 steps of the reference design at
+    batch 8, against the solo runs in the same dtype: every loss within 1e-5 (float32; measured
+    4.8e-7) or 0.05 (bfloat16; measured 5.4e-3, about as far as the bfloat16 solo run is from
+    the float32 one); float32's weights within 1e-4 relative (measured 8.8e-7). bfloat16's
+    weights are not compared: there the solo run's own weights move 0.3 relative from float32's
+    in 30 steps (Adam's normalised steps on small, rounded gradients)."""
+    tolerance = {"float32": 1e-5, "bfloat16": 0.05}[dtype]
+    runs = make_runs(DESIGNS["reference"], 8, 30, **REGULARISED)
+    stack, solos = runs.stack(dtype), runs.solos(dtype)
+    worst = 0.0
+    for step in range(30):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert math.isfinite(got[s])
+            worst = max(worst, abs(got[s] - want))
+    print(f"{dtype}: max |loss difference| over 30 steps, 3 runs: {worst:.2e}")
+    assert worst <= tolerance
+    assert stack.flat.dtype == torch.float32  # the master weights, in bfloat16 too
+    if dtype == "float32":
+        for s, solo in enumerate(solos):
+            assert relative_error(stack.flat[s], solo.flat) <= 1e-4
+
+
+def test_a_diverging_run_leaves_its_neighbours_alone():
+    """The middle run at learning rate 1e4 (weight decay 0.1 then scales its weights by -999 a
+    step) goes to inf and NaN; the runs either side stay their solo runs to the end, 10 steps
+    past the first non-finite loss; then keep_runs drops it and they go on."""
+    steps = 50
+    runs = make_runs(
+        DESIGNS["reference"],
+        8,
+        steps,
+        runs=((0, 0.01), (1, 1e4), (2, 0.003)),
+        dropout=0.1,
+        weight_decay=0.1,
+    )
+    stack, solos = runs.stack(), runs.solos()
+    first_bad = None
+    for step in range(steps):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        if first_bad is None and not math.isfinite(got[1]):
+            first_bad = step
+        for s in (0, 2):
+            want = solos[s].train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+        if first_bad is not None and step >= first_bad + 10:
+            break
+    assert first_bad is not None and step == first_bad + 10, "the middle run never diverged"
+    assert not bool(torch.isfinite(stack.flat[1]).all())
+    assert torch.isnan(stack.flat[1]).any()
+    for s in (0, 2):
+        assert bool(torch.isfinite(stack.flat[s]).all())
+        assert state_error(stack, s, solos[s]) <= STATE_REL
+    stack.keep_runs([0, 2])
+    last = step
+    for step in range(last + 1, last + 6):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step([docs[0], docs[2]], [lrs[0], lrs[2]])
+        for i, s in enumerate((0, 2)):
+            want = solos[s].train_step(docs[s], lrs[s])
+            assert loss_error(got[i], want) <= LOSS_REL, (step, s, got[i], want)
+
+
+# what a stack refuses -----------------------------------------------------------------------------
+
+DIFFERENT = {
+    "steps": 7,
+    "batch_size": 2,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "eps": 1e-6,
+    "lr_schedule": "cosine",
+    "warmup_steps": 3,
+    "weight_decay": 0.2,
+    "grad_clip": 1.0,
+    "z_loss": 1e-4,
+    "dropout": 0.2,
+    "loss_average": "token",
+    "reshuffle": True,
+    "val_fraction": 0.2,
+}
+
+
+@pytest.mark.parametrize("field,value", DIFFERENT.items(), ids=DIFFERENT.keys())
+def test_a_stack_refuses_runs_that_differ_in_more_than_seed_and_learning_rate(field, value):
+    runs = make_runs(DESIGNS["reference"], 1, 5, runs=((0, 0.01), (1, 0.02)))
+    trains = [runs.trains[0], replace(runs.trains[1], **{field: value})]
+    with pytest.raises(ValueError, match="seed and learning rate only"):
+        TensorGPT.stack(runs.config, runs.weights, trains, options())
+
+
+def test_a_stack_takes_runs_that_differ_in_seed_learning_rate_and_min_lr():
+    runs = make_runs(DESIGNS["reference"], 1, 5, runs=((0, 0.01, 0.0), (1, 0.02, 0.005)))
+    stack = runs.stack()
+    assert stack.runs == 2 and stack.flat.shape == (2, stack.layout.numel)
+    assert all(math.isfinite(x) for x in stack.stack_step(runs.docs(0), runs.lrs(0)))
+
+
+def test_a_stack_refuses_mismatched_or_no_runs():
+    runs = make_runs(DESIGNS["reference"], 1, 5, runs=((0, 0.01), (1, 0.02)))
+    with pytest.raises(ValueError, match="one set of weights and one TrainConfig per run"):
+        TensorGPT.stack(runs.config, runs.weights[:1], runs.trains, options())
+    with pytest.raises(ValueError, match="one set of weights and one TrainConfig per run"):
+        TensorGPT.stack(runs.config, [], [], options())
+    compiled = replace(options(), compile=True)
+    with pytest.raises(ValueError, match="eagerly"):
+        TensorGPT.stack(runs.config, runs.weights, runs.trains, compiled)
