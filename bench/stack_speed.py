@@ -8,6 +8,8 @@ Two scenarios:
 
   batch1   the reference model (n_layer 1, n_embd 16, n_head 4), batch 1
   batch32  n_layer 4, n_embd 64, n_head 4, batch 32
+  wide     n_layer 1, n_embd 64, n_head 4, batch 1 (the worked example's widest level)
+  batch8   the reference model at batch 8
 
 For each, `--repeats` rounds (default 3), each a solo measurement and then one stacked
 measurement at every R of `--runs` (default 1, 5, 20, 50); the figures are medians over the
@@ -41,6 +43,9 @@ import time
 SCENARIOS = {
     "batch1": dict(batch_size=1, n_layer=1, n_embd=16, n_head=4, run_steps=4000, min_steps=300),
     "batch32": dict(batch_size=32, n_layer=4, n_embd=64, n_head=4, run_steps=400, min_steps=10),
+    # where stacking stops paying on a CPU (`plan.default_stack`'s budget):
+    "wide": dict(batch_size=1, n_layer=1, n_embd=64, n_head=4, run_steps=2000, min_steps=100),
+    "batch8": dict(batch_size=8, n_layer=1, n_embd=16, n_head=4, run_steps=2000, min_steps=100),
 }
 WARMUP = 2  # untimed steps before each measurement: the first steps allocate
 GOAL = dict(scenario="batch1", runs=20, ratio=8.0)  # R = 20 at batch 1: >= 8x the solo loop

@@ -7,6 +7,8 @@ from torch import Tensor
 
 from microgpt.config import GRAD_CLIP_EPS, TrainConfig
 
+CHUNK_BYTES = 2**20  # a stack's Adam works on this many bytes of runs' buffers at a time (CPU)
+
 
 class FlatAdam:
     """Adam's moments for one flat parameter buffer, and the update of scalar mode.
@@ -33,7 +35,32 @@ class FlatAdam:
         """Apply update number `step` (1 for the first) at learning rate `lr`, in place. A
         stack's buffers are (S, numel), one run a row, and `lr` is a list of S rates: each run
         clips by its own gradient's norm and steps at its own rate."""
-        b1, b2, g = self.beta1, self.beta2, self.grads
+        if not isinstance(lr, list):
+            self._update(self.params, self.grads, self.m, self.v, lr, step)
+            return
+        # a stack, a few runs at a time: every pass of Adam over a chunk that stays in the
+        # CPU's cache (on a CPU the whole stack's buffers do not: a 20-run stack of a 54k
+        # parameter model measured 7.5 ms a step, most of it Adam over 17 MB)
+        rows = self.params.shape[0]
+        chunk = rows if self.params.is_cuda else max(1, CHUNK_BYTES // self._run_bytes())
+        norms = []
+        for a in range(0, rows, chunk):
+            b = min(rows, a + chunk)
+            buffers = (self.params[a:b], self.grads[a:b], self.m[a:b], self.v[a:b])
+            self._update(*buffers, lr[a:b], step)
+            norms.append(self.last_grad_norm)
+        if self.grad_clip > 0:
+            self.last_grad_norm = torch.cat(norms)  # (S, 1)
+
+    def _run_bytes(self) -> int:
+        """The bytes of one run's parameters, gradient and moments."""
+        return 4 * self.params.shape[-1] * self.params.element_size()
+
+    def _update(
+        self, params: Tensor, g: Tensor, m: Tensor, v: Tensor, lr: float | list[float], step: int
+    ) -> None:
+        """Adam on one model's buffers (lr a float), or on a few runs' rows (lr a list)."""
+        b1, b2 = self.beta1, self.beta2
         if self.grad_clip > 0:
             if g.dim() == 1:
                 norm = torch.linalg.vector_norm(g)
@@ -47,14 +74,14 @@ class FlatAdam:
             decay = self._column([1 - r * self.weight_decay for r in lr])
             step_size = self._column([-r / m_correction for r in lr])
         if self.weight_decay > 0:
-            self.params.mul_(decay if isinstance(lr, list) else 1 - lr * self.weight_decay)
-        self.m.mul_(self._beta1).add_(g, alpha=1 - b1)
-        self.v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)
-        denom = torch.add(self._eps, self.v.sqrt(), alpha=v_correction**-0.5)  # sqrt(v_hat)+eps
+            params.mul_(decay if isinstance(lr, list) else 1 - lr * self.weight_decay)
+        m.mul_(self._beta1).add_(g, alpha=1 - b1)
+        v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)
+        denom = torch.add(self._eps, v.sqrt(), alpha=v_correction**-0.5)  # sqrt(v_hat) + eps
         if isinstance(lr, list):
-            self.params.addcdiv_(self.m * step_size, denom)
+            params.addcdiv_(m * step_size, denom)
         else:
-            self.params.addcdiv_(self.m, denom, value=-lr / m_correction)
+            params.addcdiv_(m, denom, value=-lr / m_correction)
 
     def _column(self, values: list[float]) -> Tensor:
         column = torch.tensor(values, dtype=torch.float64).view(-1, 1)
