@@ -19,6 +19,7 @@ see --help): they change tensor and scalar mode's model; the anchor always runs 
     python bench/tensor_speed.py --scenarios batch1 --repeats 5
     python bench/tensor_speed.py --scenarios batch1 --final-rmsnorm --mlp-activation gelu \
         --qk-norm --position rope                      # every new switch on
+    python bench/tensor_speed.py --old ../old/.venv/bin/python   # against another build
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ def run_json(cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def worker_cmd(kind: str, s: dict, steps: int, design: dict, compile_: bool = False) -> list[str]:
-    cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
+def worker_cmd(
+    kind: str, s: dict, steps: int, design: dict, compile_: bool = False, python: str = ""
+) -> list[str]:
+    cmd = [python or sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
     for key in ("batch_size", "threads", "n_layer", "n_embd", "n_head"):
         cmd += [f"--{key.replace('_', '-')}", str(s[key])]
     return cmd + switch_flags(design) + (["--compile"] if compile_ else [])
@@ -179,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count")
     ap.add_argument("--compile", action="store_true", help="also time tensor mode compiled")
     ap.add_argument("--no-scalar", action="store_true", help="skip scalar mode in batch1")
+    ap.add_argument(
+        "--old",
+        metavar="PYTHON",
+        help="also time tensor mode under another build's interpreter (whose microgpt is, say, "
+        "an older commit), alternating with this one: the ratio old / new per scenario",
+    )
     add_switch_flags(ap)
     # worker mode (internal)
     ap.add_argument("--worker", choices=["tensor", "scalar", "matmul"], help=argparse.SUPPRESS)
@@ -217,10 +226,14 @@ def main(argv: list[str] | None = None) -> None:
             s = SCENARIOS[name]
             steps = max(2, round(s["steps"] * a.steps_scale))
             runs = {"anchor": [], "tensor": [], "scalar": [], "compiled": [], "matmul": []}
+            runs["old"] = []
             for _ in range(a.repeats):
                 runs["anchor"].append(run_json(anchor_cmd(anchor, names, s, steps)))
                 design = design_of(a)
                 runs["tensor"].append(run_json(worker_cmd("tensor", s, steps, design)))
+                if a.old:
+                    old = worker_cmd("tensor", s, steps, design, python=a.old)
+                    runs["old"].append(run_json(old))
                 if a.compile:
                     runs["compiled"].append(run_json(worker_cmd("tensor", s, steps, design, True)))
                 if name == "batch1" and not a.no_scalar:
@@ -236,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
 def summarize(name: str, s: dict, steps: int, runs: dict) -> dict:
     key = TARGETS[name]
     out = {"config": {**s, "steps": steps}, "metric": key}
-    for side in ("anchor", "tensor", "scalar", "compiled"):
+    for side in ("anchor", "tensor", "scalar", "compiled", "old"):
         if runs[side]:
             out[side] = {
                 "steps_per_s": median_of(runs[side], "steps_per_s"),
@@ -245,6 +258,8 @@ def summarize(name: str, s: dict, steps: int, runs: dict) -> dict:
                 "runs_" + key: [round(r[key], 1) for r in runs[side]],
             }
     out["tensor_vs_anchor"] = out["tensor"][key] / out["anchor"][key]
+    if runs["old"]:
+        out["tensor_vs_old"] = out["tensor"][key] / out["old"][key]
     if runs["scalar"]:
         out["tensor_vs_scalar"] = out["tensor"]["steps_per_s"] / out["scalar"]["steps_per_s"]
     if runs["compiled"]:
@@ -269,7 +284,7 @@ def report(name: str, r: dict) -> None:
         f"{name}: batch {c['batch_size']}, {c['threads']} thread(s), n_layer {c['n_layer']}, "
         f"n_embd {c['n_embd']}, {c['steps']} steps"
     )
-    for side in ("anchor", "tensor", "compiled", "scalar"):
+    for side in ("anchor", "tensor", "old", "compiled", "scalar"):
         if side in r:
             runs = r[side]["runs_" + key]
             line = f"  {side:9s} {r[side][key]:>12,.0f} {unit} (median; runs {runs})"
@@ -278,6 +293,8 @@ def report(name: str, r: dict) -> None:
                 line += f"  MFU {100 * r[side]['mfu']:.1f}%"
             print(line)
     print(f"  tensor / anchor: {r['tensor_vs_anchor']:.2f}x")
+    if "tensor_vs_old" in r:
+        print(f"  tensor / old build: {r['tensor_vs_old']:.3f}x")
     if "tensor_vs_scalar" in r:
         print(f"  tensor / scalar: {r['tensor_vs_scalar']:.0f}x (steps/s)")
     if "compiled_vs_anchor" in r:

@@ -305,6 +305,9 @@ DATA_KINDS = ("lines", "stream")
 LOSS_AVERAGES = ("document", "token")
 
 
+TENSOR_DTYPES = ("float32", "float64", "bfloat16")  # tensor mode's --dtype (`tensor.device`)
+
+
 @dataclass(frozen=True)
 class TensorOptions:
     """How tensor mode runs; scalar mode always computes in Python floats (float64)."""

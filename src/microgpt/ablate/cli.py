@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from microgpt.config import DEFAULT_VARY, ModelConfig, TrainConfig
+from microgpt.config import DEFAULT_VARY, TENSOR_DTYPES, ModelConfig, TrainConfig
 from microgpt.environment import environment
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -158,6 +158,10 @@ def make_study(args: argparse.Namespace):
             raise UserError(
                 "tensor mode needs PyTorch: pip install 'microgpt[tensor]', or use --mode scalar"
             )
+        if options.dtype not in TENSOR_DTYPES:
+            raise UserError(
+                f"unknown --dtype {options.dtype!r}: use one of {', '.join(TENSOR_DTYPES)}"
+            )
     varied = parse_vary(args.vary or list(DEFAULT_VARY))
     fixed_model, fixed_train = model_args(args), train_args(args)
     # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
@@ -197,9 +201,11 @@ def make_study(args: argparse.Namespace):
         return study
     if args.stack_size:
         return replace(study, stack=args.stack_size)
-    from microgpt.modes import check_tensor_options
+    device = "cpu"  # ablate's default, known without importing torch (1-2 s of every study)
+    if options.device != "cpu":
+        from microgpt.modes import check_tensor_options
 
-    device = check_tensor_options(options).split(",")[0]  # where it will run: cpu, cuda...
+        device = check_tensor_options(options).split(",")[0]  # where it will run: cuda, mps...
     return replace(study, stack=default_stack(study, device))
 
 

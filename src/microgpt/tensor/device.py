@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from microgpt.config import TensorOptions
+from microgpt.config import TENSOR_DTYPES, TensorOptions
 from microgpt.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+assert tuple(DTYPES) == TENSOR_DTYPES
 
 
 @dataclass(frozen=True)
