@@ -20,6 +20,7 @@ DESIGNS, REFERENCE = designs_of(parse_vary(list(DEFAULT_VARY)), "full")
 TINY = ["--steps", "6", "--val-docs", "5", "--n-embd", "4", "--n-head", "1", "--block-size", "6"]
 TINY += ["--last-n", "3"]
 RUN_KEYS = {
+    "stack_size", "diverged",
     "design", "tie_lm_head", "input_rmsnorm", "switches", "level", "seed", "params",
     "final_loss", "mean_last_n",
     "last_n", "val_loss", "steps_per_s", "tokens_per_s", "train_seconds", "wall_seconds",

@@ -39,7 +39,10 @@ def run_row(study: Study, task: Task, record: dict) -> dict:
     tail = record["losses"][-study.train.last_n :]
     row = {"design": task.design.label, **task.level.flags(), **task.design.flags()}
     row.update({k: record.get(k) for k in FIGURES}, seed=task.seed)
-    row.update(mean_last_n=mean(tail), last_n=len(tail))
+    if record.get("diverged") or not tail:  # no end figures for a run that did not end
+        row.update(mean_last_n=None, last_n=0)
+    else:
+        row.update(mean_last_n=mean(tail), last_n=len(tail))
     return row
 
 
@@ -375,6 +378,9 @@ def results_json(
                 "train_config": train_config,
                 "environment": record["environment"],
                 "losses": record["losses"],
+                # trained in a stack of this many runs (1: alone); null or {step, last_loss}
+                "stack_size": record.get("stack_size", 1),
+                "diverged": record.get("diverged"),
             }
         )
     doc = {
