@@ -24,10 +24,12 @@ from microgpt.ablate.report import (
     RATES_NOTE,
     SPEED_NOTE,
     SWEPT,
+    attention_note,
     comparison_label,
     comparison_title,
     diverged_note,
     growth_note,
+    logit_cell,
     scaling_question,
     spread_note,
     sweep_note,
@@ -124,6 +126,8 @@ def _shape(results: Results) -> str:
     parts = [_count(len(results.design_labels()), "design")]
     if results.numeric:
         parts.append(_count(len(results.levels()), "level"))
+    if results.lr_sweep:
+        parts.append(_count(len(results.lr_sweep["learning_rates"]), "learning rate"))
     parts.append(_count(len(results.seeds), "seed"))
     return f"{' × '.join(parts)} = {_count(len(results.runs), 'run')}"
 
@@ -302,6 +306,23 @@ def _sweep_tables(results: Results, level: Level, name: str, first: bool) -> str
     out.append(_table("rates", head, body))
     if first:
         out.append(f"<p class=note>{_e(RATES_NOTE)} Bold: the design's best lr.</p>")
+    diagnostics = results.diagnostics
+    if diagnostics:
+        body = [
+            "<tr>"
+            + f"<td class=label>{_e(r['design'])}</td>"
+            + "".join(
+                f"<td class=num>{_e(logit_cell(rate, diagnostics['threshold']))}</td>"
+                for rate in r["rates"]
+            )
+            + "</tr>"
+            for r in rows
+        ]
+        out.append("<h3>Largest attention logit at each learning rate</h3>")
+        out.append(_table("attention", head, body))
+        if first:
+            note = attention_note(diagnostics["threshold"])
+            out.append(f"<p class=note>{_e(note)}</p>")
     return "\n".join(out)
 
 

@@ -122,7 +122,7 @@ SCHEMA = {
             {
                 "threshold": FINITE,
                 "runs": int,
-                "over": [{**WHERE, "seeds": int, "largest": Opt(NUMBER)}],
+                "over": [{**WHERE, "seeds": int, "of": int, "largest": Opt(NUMBER)}],
             }
         )
     ),

@@ -242,15 +242,16 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     """The runs whose largest attention logit passed `sweep.ATTENTION_LOGIT_LIMIT` (or became
     non-finite), by level, design and learning rate: how many seeds, and the largest logit
     (None: non-finite). None when no run has diagnostics (scalar mode)."""
-    measured, over = 0, {}
+    measured, over, of = 0, {}, {}
     for task, record in zip(tasks, records):
         if record.get("diagnostics") is None:
             continue
         measured += 1
+        key = (task.level, task.design, task.train.learning_rate)
+        of[key] = of.get(key, 0) + 1
         largest = run_diagnostics(record)["max_attention_logit"]
         overflowed = attention_overflowed(record)
         if overflowed or (largest is not None and largest > sweep.ATTENTION_LOGIT_LIMIT):
-            key = (task.level, task.design, task.train.learning_rate)
             seeds, top = over.get(key, (0, 0.0))
             top = None if overflowed or top is None else max(top, largest)
             over[key] = (seeds + 1, top)
@@ -265,10 +266,11 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
                 "design": d.label,
                 "learning_rate": lr,
                 "seeds": n,
+                "of": of[lv, d, lr],
                 "largest": top,
             }
             for (lv, d, lr), (n, top) in over.items()
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -352,6 +354,9 @@ def format_report(study: Study, summary: dict) -> str:
             lines += _sweep_table(study, summary, rows, first=i == 0)
             lines.append("")
             lines += _rates_table(summary, rows, first=i == 0)
+            if summary.get("diagnostics"):
+                lines.append("")
+                lines += _attention_table(summary, rows, first=i == 0)
         else:
             rows = [d for d in summary["designs"] if d["level"] == level.flags()]
             lines += _table(study, rows)
@@ -437,46 +442,101 @@ RATES_NOTE = (
 )
 
 
+def _attention_table(summary: dict, rows: list[dict], first: bool) -> list[str]:
+    """Each design's largest attention logit at every rate of the sweep (max over seeds)."""
+    rates = summary["lr_sweep"]["learning_rates"]
+    header = ["largest attention logit", *(f"lr {lr:g}" for lr in rates)]
+    limit = summary["diagnostics"]["threshold"]
+    cells = [[r["design"], *(logit_cell(rate, limit) for rate in r["rates"])] for r in rows]
+    lines = _grid(header, cells, {0})
+    if first:
+        lines += textwrap.wrap(attention_note(limit), 100)
+    return lines
+
+
+def attention_note(threshold: float) -> str:
+    return (
+        "The largest attention logit q·k/sqrt(D) before the softmax, over the layers, heads, "
+        "real query positions and the keys each sees, of each run's samples (every --log-every "
+        "steps and at the end, on its first held-out documents), the max over seeds; a "
+        f"diverged run's up to its divergence; '-': none, or non-finite. * past {threshold:g}."
+    )
+
+
+def logit_cell(rate: dict, threshold: float) -> str:
+    x = rate["max_attention_logit"]
+    if x is None:
+        return "-"
+    return f"{x:.3g}" + (" *" if x > threshold else "")
+
+
 def rate_cell(rate: dict) -> str:
     cell = _mean_std(rate["val_loss"])
     return cell + (f" ({rate['diverged']}†)" if rate["diverged"] else "")
 
 
+def _where(entry: dict, lr: bool = True) -> str:
+    """'n_embd 16, no qk-norm, lr 0.1': an entry's level, design and (with `lr`) rate."""
+    level = ", ".join(f"{k} {v:g}" for k, v in entry["level"].items())
+    rate = f"lr {entry['learning_rate']:g}" if lr else ""
+    return ", ".join(x for x in (level, entry["design"], rate) if x)
+
+
 def diverged_note(summary: dict) -> str:
-    """The diverged runs, in a sentence (empty when none)."""
+    """The diverged runs, in a sentence (empty when none); in a sweep only how many and how,
+    the (n†) marks of its tables saying where."""
     runs = summary.get("diverged") or []
     if not runs:
         return ""
+    how = {
+        reason: sum(r["reason"] == reason for r in runs) for reason in ("non-finite", "above init")
+    }
+    what = (
+        f"{how['non-finite']} with a non-finite training loss, {how['above init']} with a mean "
+        "over the last tenth of the steps above the loss at initialisation"
+    )
+    if summary.get("lr_sweep"):
+        rates = sum(len(d["rates"]) for d in summary["lr_sweep"]["designs"])
+        total = rates * len(summary["designs"][0]["seeds"])
+        return (
+            f"Diverged: {len(runs)} of {total} runs ({what}); the (n†) marks of the tables "
+            "above say where. The study went on."
+        )
     where: dict[str, list[str]] = {}
     for r in runs:
-        level = ", ".join(f"{k} {v:g}" for k, v in r["level"].items())
-        key = ", ".join(x for x in (level, r["design"], f"lr {r['learning_rate']:g}") if x)
-        where.setdefault(key, []).append(str(r["seed"]))
+        where.setdefault(_where(r), []).append(str(r["seed"]))
     places = "; ".join(f"{k} (seed {', '.join(v)})" for k, v in where.items())
-    return (
-        f"Diverged ({len(runs)} run{'s' if len(runs) != 1 else ''}: a non-finite training loss, "
-        "or a mean over the last tenth of the steps above the loss at initialisation; the study "
-        f"went on): {places}."
-    )
+    runs_ = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+    return f"Diverged ({runs_}: {what}; the study went on): {places}."
+
+
+def _some(over: dict) -> str:
+    """' (3 of 5)' when not every seed at a rate passed the threshold."""
+    return "" if over["seeds"] == over["of"] else f" ({over['seeds']} of {over['of']})"
 
 
 def growth_note(summary: dict) -> str:
-    """Where the attention logits grew past the threshold (empty without diagnostics)."""
+    """Where the attention logits grew past the threshold (empty without diagnostics): per
+    level and design, the rates, with the seeds that did when not all did, and the largest."""
     d = summary.get("diagnostics")
     if not d:
         return ""
     limit = f"{d['threshold']:g}"
     if not d["over"]:
         return f"Attention logits: no run's largest attention logit passed {limit}."
-    places = []
+    groups: dict[str, list[dict]] = {}
     for o in d["over"]:
-        level = ", ".join(f"{k} {v:g}" for k, v in o["level"].items())
-        key = ", ".join(x for x in (level, o["design"], f"lr {o['learning_rate']:g}") if x)
-        top = "non-finite" if o["largest"] is None else f"{o['largest']:.4g}"
-        places.append(f"{key} ({o['seeds']} seed{'s' if o['seeds'] != 1 else ''}, up to {top})")
+        groups.setdefault(_where(o, lr=False), []).append(o)
+    places = []
+    for where, over in groups.items():
+        rates = ", ".join(f"{o['learning_rate']:g}{_some(o)}" for o in over)
+        tops = [o["largest"] for o in over]
+        top = "non-finite" if None in tops else f"{max(tops):.3g}"
+        places.append(f"{where + ': ' if where else ''}lr {rates}, up to {top}")
     return (
         f"Attention logits past {limit} (the largest q·k/sqrt(D) before the softmax, sampled "
-        f"through training on the first held-out documents): {'; '.join(places)}."
+        f"through training on the first held-out documents), where and at which rates (in "
+        f"every seed unless said): {'; '.join(places)}."
     )
 
 
