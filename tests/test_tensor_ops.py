@@ -382,3 +382,16 @@ def test_flat_adam_matches_torch_optim_and_scalar_formula():
     torch.testing.assert_close(p, torch.tensor(q, dtype=F64), rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(adam.m, torch.tensor(m, dtype=F64), rtol=1e-13, atol=1e-16)
     torch.testing.assert_close(adam.v, torch.tensor(v, dtype=F64), rtol=1e-13, atol=1e-16)
+
+
+def test_max_attention_logit_can_leave_out_the_padding_queries():
+    H, R, W, D = 2, 1, 7, 3
+    mask = block_causal_mask([4, 5, 6])  # a document of 4 positions, then 3 of padding
+    q, k = leaf(H * R, W, D, seed=3).detach(), leaf(H * R, W, D, seed=4).detach()
+    k[:, 4:] = q[:, 4:] * 100  # each padding position sees only itself, and scores it high
+    logits = (q @ k.mT / D**0.5).view(H, R, W, W)
+    real = torch.tensor([True] * 4 + [False] * 3)
+    visible = (mask == 0).expand(H, R, W, W) & real.view(1, 1, W, 1)
+    want = max(logits[visible].tolist())
+    assert ops.max_attention_logit(q, k, mask, real).item() == pytest.approx(want, rel=1e-14)
+    assert ops.max_attention_logit(q, k, mask).item() > want  # a padding query's is larger

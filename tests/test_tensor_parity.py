@@ -208,3 +208,46 @@ def test_wider_model_matches_the_naive_model(design, n_embd, n_docs):
     want.backward()
     assert t.compute_grad(docs).item() == pytest.approx(want.data, rel=1e-12)
     assert_matrices_close(t.layout.to_lists(t.grad), naive.grads(), "gradient")
+
+
+@pytest.mark.parametrize(
+    "design", [{}, {"qk_norm": True}, {"position": "rope", "tie_lm_head": True}], ids=str
+)
+def test_diagnostics_match_the_naive_model(design, monkeypatch):
+    """`TensorGPT.diagnostics` (packed, padded) against the naive model's attention logits and
+    output logits, position by position: the largest attention logit over layers, heads, real
+    queries and the keys each sees; the output logits' mean and max."""
+    import naive_gpt
+
+    sizes = {"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": BLOCK}
+    config = ModelConfig(vocab_size=VOCAB, **sizes, **design)
+    weights = init_weights(config, random.Random(3))
+    for rows in weights.values():  # larger weights than at initialisation: logits far from 0
+        for row in rows:
+            row[:] = [3 * x for x in row]
+    t = TensorGPT(config, weights, TrainConfig(), FLOAT64)
+    naive = NaiveGPT(VOCAB, random.Random(3), **sizes, **design)
+    for rows in naive.sd.values():
+        for row in rows:
+            for p in row:
+                p.data *= 3
+    attention = []  # every attention logit the naive model computes
+
+    def softmax(logits):
+        attention.extend(x.data for x in logits)
+        return original(logits)
+
+    original = naive_gpt.softmax
+    monkeypatch.setattr(naive_gpt, "softmax", softmax)
+    docs = random_docs(random.Random(4), 5)
+    outputs = []
+    for doc in docs:
+        keys, values = [[] for _ in range(2)], [[] for _ in range(2)]
+        for pos in range(min(BLOCK, len(doc) - 1)):
+            outputs += [x.data for x in naive.gpt(doc[pos], pos, keys, values)]
+    largest, logit_mean, logit_max = t.diagnostics(docs)
+    assert largest == pytest.approx(max(attention), rel=1e-12)
+    assert logit_mean == pytest.approx(sum(outputs) / len(outputs), rel=1e-12)
+    assert logit_max == pytest.approx(max(outputs), rel=1e-12)
+    if design.get("qk_norm"):  # q and k RMS-normed per head: |q·k| / sqrt(D) <= sqrt(D)
+        assert largest <= config.head_dim**0.5

@@ -285,3 +285,63 @@ def test_keep_best_keeps_the_lowest_held_out_loss(tmp_path, capsys):
 def test_keep_best_needs_out(capsys):
     assert main(["train", "--keep-best", "--steps", "2"]) == 2
     assert "--keep-best needs --out" in capsys.readouterr().err
+
+
+# a run of an ablate study (train.InStudy) ------------------------------------------------------
+
+
+def test_in_a_study_a_non_finite_loss_is_recorded_not_raised():
+    from microgpt.errors import UserError
+    from microgpt.train import InStudy
+
+    tc = TrainConfig(steps=20, learning_rate=1e30, val_docs=4)
+    config, prep = prepare(None, SMALL, tc)
+    with pytest.raises(UserError, match="lower --learning-rate"):
+        train("scalar", config, tc, prep)  # microgpt train: one line, exit 2
+    _, result = train("scalar", config, tc, prep, study=InStudy())
+    step, last = result.diverged
+    assert 1 < step <= 20 and len(result.losses) == step - 1 and last == result.losses[-1]
+    assert result.val_loss is None and result.halves is None and result.steps_per_s == 0
+
+
+def test_in_a_study_the_halves_partition_the_held_out_documents():
+    from microgpt.ablate.sweep import split_halves
+    from microgpt.train import InStudy, token_data
+
+    tc = TrainConfig(steps=5, val_docs=9)
+    config, prep = prepare(None, SMALL, tc)
+    halves = split_halves(9, seed=tc.seed)
+    gpt, result = train("scalar", config, tc, prep, study=InStudy(halves=halves))
+    held_out = token_data(prep, tc, config.block_size)[1][:9]
+    want = tuple(gpt.eval_loss([held_out[i] for i in half]) for half in halves)
+    assert result.halves == want
+    # together they are the val loss: a mean of per-document means over the same 9 documents
+    sel, rep = halves
+    joined = (len(sel) * want[0] + len(rep) * want[1]) / 9
+    assert joined == pytest.approx(result.val_loss, rel=1e-12)
+    assert result.diagnostics == []  # scalar mode: none
+
+
+def test_a_stacks_halves_and_diagnostics_are_its_runs_alone():
+    """train_stack's studies: each run's halves and diagnostics as `train` makes them alone
+    (float64), a run that diverges in the stack recorded there, the others going on."""
+    pytest.importorskip("torch")
+    from microgpt.ablate.sweep import split_halves
+    from microgpt.config import TensorOptions
+    from microgpt.train import InStudy, train_stack
+
+    options = TensorOptions(device="cpu", dtype="float64", threads=1)
+    tcs = [TrainConfig(steps=8, seed=s, learning_rate=lr, val_docs=6)
+           for s, lr in ((0, 0.01), (1, 0.03), (0, 1e300))]  # fmt: skip
+    prepared = [prepare(None, SMALL, tc) for tc in tcs]
+    config = prepared[0][0]
+    studies = [InStudy(split_halves(6, tc.seed), diagnostics_every=3, diagnostic_docs=4)
+               for tc in tcs]  # fmt: skip
+    stacked = train_stack(config, tcs, [p for _, p in prepared], options, studies=studies)
+    assert stacked[2].diverged is not None and stacked[2].halves is None
+    for tc, (_, prep), study, got in zip(tcs[:2], prepared, studies, stacked):
+        _, alone = train("tensor", config, tc, prep, options, study=study)
+        assert [s for s, *_ in got.diagnostics] == [3, 6, 8]  # every 3 steps and at the end
+        assert got.halves == pytest.approx(alone.halves, rel=1e-12)
+        for mine, theirs in zip(got.diagnostics, alone.diagnostics):
+            assert mine == pytest.approx(theirs, rel=1e-12)

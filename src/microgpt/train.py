@@ -99,7 +99,10 @@ class RunResult:
     val_loss_per_token: float | None = None  # over the eval_docs held-out documents
     val_tokens: int = 0  # the tokens val_loss_per_token averages over
     best_val_loss: float | None = None  # with keep_best: the lowest per-token held-out loss seen
-    diverged: tuple[int, float | None] | None = None  # in a stack: (step, last finite loss)
+    diverged: tuple[int, float | None] | None = None  # in a study: (step, last finite loss)
+    halves: tuple[float, float] | None = None  # in a study: `InStudy.halves`' two val losses
+    diagnostics: list[tuple[int, float, float, float]] = field(default_factory=list)  # in a
+    # study, tensor mode: (step, largest attention logit, output logits' mean, their max)
     steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
     tokens_per_s: float = 0.0  # target tokens trained on per second
     seconds: float = 0.0
@@ -164,6 +167,31 @@ class MetricsWriter:
         self._f.close()
 
 
+@dataclass(frozen=True)
+class InStudy:
+    """What a run of an ablate study does beyond `microgpt train` (`train`, `train_stack`):
+
+    - a non-finite loss ends the run and is recorded (`RunResult.diverged`: the step and the
+      last finite loss) instead of raised, so that the study goes on;
+    - `halves` (indices into the first `val_docs` held-out documents, see
+      `ablate.sweep.split_halves`): the per-document val loss of each half at the end
+      (`RunResult.halves`);
+    - `diagnostics_every` K > 0 (tensor mode): `TensorGPT.diagnostics` on the first
+      `diagnostic_docs` held-out documents every K steps and at the end
+      (`RunResult.diagnostics`). Like evaluation, it is not training time."""
+
+    halves: tuple[list[int], list[int]] | None = None
+    diagnostics_every: int = 0
+    diagnostic_docs: int = 32
+
+
+def _halves(gpt, val_docs: list[list[int]], halves) -> tuple[float, float] | None:
+    """The per-document val loss of each half (`InStudy.halves`), or None without halves."""
+    if halves is None:
+        return None
+    return tuple(gpt.eval_loss([val_docs[i] for i in half]) for half in halves)
+
+
 StepCallback = Callable[[int, float], None]
 EvalCallback = Callable[[int, float], None]  # (step, per-token held-out loss)
 
@@ -217,12 +245,15 @@ def train(
     on_eval: EvalCallback | None = None,
     keep_best: str | Path | None = None,
     group=None,
+    study: InStudy | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train from `prep` (or from `resume`) to `tc.steps`. `out`: save the checkpoint there at
     the end (and every `save_every` steps). `keep_best`: a second checkpoint, rewritten whenever
     a held-out evaluation (every `tc.eval_every` steps, and at the end) is the best so far.
     `group` (a `distributed.Group`, tensor mode): train data-parallel over its ranks; every
-    rank calls this alike, and only rank 0 should be given `out`, `keep_best` and `metrics`."""
+    rank calls this alike, and only rank 0 should be given `out`, `keep_best` and `metrics`.
+    `study`: a run of an ablate study (see `InStudy`); a non-finite loss then ends the run with
+    `result.diverged` set and no held-out figures, where `microgpt train` raises UserError."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
     if group is not None:
         from microgpt.tensor.parallel import DataParallelGPT
@@ -242,6 +273,8 @@ def train(
     last_eval = None  # (step, total loss, tokens) of the latest held-out evaluation
     saved_at = resume.step if resume else None
     best = _best_so_far(keep_best, prep) if keep_best and resume else None
+    every = study.diagnostics_every if study else 0
+    probe = held_out[: study.diagnostic_docs] if every else []
 
     def save(step: int) -> None:
         nonlocal saved_at
@@ -262,7 +295,10 @@ def train(
         lr = lr_at(step, tc)
         loss = gpt.train_step(docs, lr)
         if not math.isfinite(loss):
-            raise UserError(_diverged_message(step + 1, loss, out, saved_at))
+            if study is None:
+                raise UserError(_diverged_message(step + 1, loss, out, saved_at))
+            result.diverged = (step + 1, result.losses[-1] if result.losses else None)
+            break
         result.losses.append(loss)
         result.lrs.append(lr)
         tokens += sum(min(config.block_size, len(d) - 1) for d in docs)
@@ -281,11 +317,17 @@ def train(
             if on_eval:
                 on_eval(step + 1, val_loss)
             start += time.perf_counter() - paused  # evaluating is not training time
+        if probe and ((step + 1) % every == 0 or step + 1 == tc.steps):
+            paused = time.perf_counter()
+            result.diagnostics.append((step + 1, *gpt.diagnostics(probe)))
+            start += time.perf_counter() - paused  # not training time either
         if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
             paused = time.perf_counter()
             save(step + 1)  # after the step's evaluation, which it keeps for a resume
             start += time.perf_counter() - paused  # saving is not training time
     loop_seconds = time.perf_counter() - start
+    if result.diverged:
+        return gpt, result
     steps_run = tc.steps - first_step
     if steps_run and loop_seconds > 0:
         result.steps_per_s = steps_run / loop_seconds
@@ -299,6 +341,8 @@ def train(
             evaluated(last_eval[1] / last_eval[2])
         result.val_loss_per_token = last_eval[1] / last_eval[2]
         result.val_tokens = last_eval[2]
+    if study is not None:
+        result.halves = _halves(gpt, val_docs, study.halves)
     if group is not None:
         gpt.check_in_sync()
     if out:
@@ -312,6 +356,7 @@ def train_stack(
     preps: list[Prepared],
     tensor: TensorOptions,
     on_step: Callable[[int, int], None] | None = None,
+    studies: list[InStudy] | None = None,
 ) -> list[RunResult]:
     """`train` for S runs of one shape at once (`TensorGPT.stack`, tensor mode): run s from
     `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
@@ -320,7 +365,9 @@ def train_stack(
     A run whose loss becomes non-finite ends there, alone: its result records `diverged`
     (the step and its last finite loss) and has no held-out figures; the others go on without
     it. `on_step(step, runs)`: after each step, with the number of runs still training. The
-    speed figures of every run are the stack's (a step of the stack is a step of each run)."""
+    speed figures of every run are the stack's (a step of the stack is a step of each run).
+    `studies` (one `InStudy` per run): each run's halves and diagnostics, made on a solo copy
+    of it (`TensorGPT.run_model`) as `train` makes them."""
     from microgpt.tensor import TensorGPT
 
     weights = [p.weights for p in preps]
@@ -330,6 +377,7 @@ def train_stack(
     alive = list(range(len(tcs)))  # the runs still in the stack, in its order
     last_eval: list[tuple | None] = [None] * len(tcs)  # (step, total loss, tokens), as `train`
     steps, tokens = tcs[0].steps, [0] * len(tcs)
+    every = studies[0].diagnostics_every if studies else 0
     start = time.perf_counter()
     for step in range(steps):
         docs = [data[i][0](step) for i in alive]
@@ -361,6 +409,14 @@ def train_stack(
                     last_eval[i] = (step + 1, *gpt.run_model(j).eval_token_loss(eval_docs))
                     results[i].evals.append((step + 1, last_eval[i][1] / last_eval[i][2]))
             start += time.perf_counter() - paused  # evaluating is not training time
+        if every and ((step + 1) % every == 0 or step + 1 == steps):
+            paused = time.perf_counter()
+            for j, i in enumerate(alive):
+                probe = data[i][1][: studies[i].diagnostic_docs]
+                if probe:
+                    diagnostics = gpt.run_model(j).diagnostics(probe)
+                    results[i].diagnostics.append((step + 1, *diagnostics))
+            start += time.perf_counter() - paused  # not training time either
     seconds = time.perf_counter() - start
     for i, result in enumerate(results):  # the stack's pace, each run's own tokens
         result.seconds = seconds
@@ -378,6 +434,8 @@ def train_stack(
                 last_eval[i] = (steps, *solo.eval_token_loss(eval_docs))
             _, total, count = last_eval[i]
             result.val_loss_per_token, result.val_tokens = total / count, count
+        if studies is not None:
+            result.halves = _halves(solo, val_docs, studies[i].halves)
     return results
 
 

@@ -59,6 +59,14 @@ def add_ablate_parser(sub) -> None:
         f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
     )
     g.add_argument(
+        "--lr-sweep",
+        metavar="LO:HI:K|LR,LR,...",
+        help="train every design (and level) at every learning rate of a grid: K log-spaced "
+        "rates from LO to HI (e.g. 1e-4:1:9), or a list; each design is then compared at its "
+        "own best rate, chosen on one half of the held-out documents and reported on the "
+        "other, with its LR sensitivity (see docs/ablate.md)",
+    )
+    g.add_argument(
         "--plan",
         choices=("full", "one-at-a-time"),
         default="full",
@@ -96,6 +104,14 @@ def add_ablate_parser(sub) -> None:
         "--no-stack",
         action="store_true",
         help="train every run alone, as before stacks existed (the same numbers bit for bit)",
+    )
+    g.add_argument(
+        "--log-every",
+        type=int_at_least(1),
+        metavar="K",
+        help="tensor mode: sample each run's diagnostics (the largest attention logit, the "
+        "output logits' mean and max) every K steps and at the end (default: every tenth of "
+        "the steps)",
     )
     g.add_argument(
         "--out",
@@ -164,6 +180,7 @@ def make_study(args: argparse.Namespace):
             )
     varied = parse_vary(args.vary or list(DEFAULT_VARY))
     fixed_model, fixed_train = model_args(args), train_args(args)
+    lrs = _lr_sweep(args.lr_sweep, varied, fixed_train)
     # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
     # several seconds, so a study makes it only when --eval-docs asks
     fixed_train.setdefault("eval_docs", 0)
@@ -181,7 +198,16 @@ def make_study(args: argparse.Namespace):
         ModelConfig(
             vocab_size=2, **{**fixed, **{k: v for k, v in knobs.items() if k in SIZE_FLAGS}}
         )
-        replace(tc, **{k: v for k, v in knobs.items() if k not in SIZE_FLAGS})
+        for lr in lrs or (tc.learning_rate,):
+            train_knobs = {k: v for k, v in knobs.items() if k not in SIZE_FLAGS}
+            replace(tc, **{"learning_rate": lr, **train_knobs})
+    if args.log_every and args.mode != "tensor":
+        raise UserError("--log-every samples tensor mode's diagnostics: scalar mode has none")
+    if lrs and tc.val_docs < 2:
+        raise UserError(
+            f"--lr-sweep chooses each design's rate on one half of the held-out documents and "
+            f"reports it on the other: give --val-docs 2 or more, not {tc.val_docs}"
+        )
     seeds = args.seed_list or tuple(range(args.seeds or DEFAULT_SEEDS))
     _, tokenizer, fingerprint = read_input(args.input, tc.data)
     study = Study(
@@ -196,6 +222,8 @@ def make_study(args: argparse.Namespace):
         versions=versions(args.mode),
         varied=varied,
         plan=args.plan,
+        lrs=lrs,
+        log_every=args.log_every,
     )
     if args.mode != "tensor" or args.no_stack:
         return study
@@ -209,12 +237,35 @@ def make_study(args: argparse.Namespace):
     return replace(study, stack=default_stack(study, device))
 
 
+def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float, ...] | None:
+    """The --lr-sweep grid (see `sweep.parse_lr_sweep`), or None; the learning rate cannot be
+    swept and also varied or fixed."""
+    if text is None:
+        return None
+    from microgpt.ablate.sweep import parse_lr_sweep
+
+    lrs = parse_lr_sweep(text)
+    if "learning_rate" in varied:
+        raise UserError(
+            "--lr-sweep and --vary learning_rate both set the learning rate: give one of them"
+        )
+    if "learning_rate" in fixed_train:
+        raise UserError(
+            "--lr-sweep and --learning-rate both set the learning rate: give one of them"
+        )
+    return lrs
+
+
 def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
     designs, levels = study.designs(), study.levels()
-    n_runs = len(designs) * len(levels) * len(study.seeds)
+    lrs = len(study.lrs) if study.sweep else 1
+    n_runs = len(designs) * len(levels) * lrs * len(study.seeds)
     parts = [f"{len(designs)} designs"]
     if len(levels) > 1:
         parts.append(f"{len(levels)} levels ({', '.join(lv.label for lv in levels)})")
+    if study.sweep:
+        grid = ", ".join(f"{lr:g}" for lr in study.lrs)
+        parts.append(f"{lrs} learning rates ({grid})")
     parts.append(f"{len(study.seeds)} seeds")
     steps = "" if "steps" in study.varied else f" of {study.train.steps:,} steps"
     batch = "" if "batch_size" in study.varied else f" (batch {study.train.batch_size})"

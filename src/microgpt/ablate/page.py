@@ -21,10 +21,18 @@ from microgpt.ablate.plan import Level
 from microgpt.ablate.readback import Results
 from microgpt.ablate.report import (
     EFFECTS_NOTE,
+    RATES_NOTE,
     SPEED_NOTE,
+    SWEPT,
+    attention_note,
+    comparison_label,
     comparison_title,
+    diverged_note,
+    growth_note,
+    logit_cell,
     scaling_question,
     spread_note,
+    sweep_note,
 )
 from microgpt.errors import UserError
 
@@ -95,6 +103,7 @@ def render(results: Results, pictures: dict[str, bytes] | None) -> str:
         body.append(_level_section(results, level, name, len(levels) > 1, first=i == 0))
     if results.numeric and any(c["kind"] == "difference" for c in results.comparisons):
         body.append(_scaling_section(results, name))
+    body.append(_stability_section(results))
     body.append(_plots_section(pictures))
     body.append(_runs_section(results))
     body.append(_settings_section(results))
@@ -117,6 +126,8 @@ def _shape(results: Results) -> str:
     parts = [_count(len(results.design_labels()), "design")]
     if results.numeric:
         parts.append(_count(len(results.levels()), "level"))
+    if results.lr_sweep:
+        parts.append(_count(len(results.lr_sweep["learning_rates"]), "learning rate"))
     parts.append(_count(len(results.seeds), "seed"))
     return f"{' × '.join(parts)} = {_count(len(results.runs), 'run')}"
 
@@ -162,21 +173,35 @@ def _header(results: Results, name: str) -> str:
         ("batch", train.get("batch_size", "-")),
         ("model", size or "-"),
         ("data", s.get("input") or "the bundled names"),
-        ("varied", "; ".join(f"{k}: {_plain(v)}" for k, v in s["varied"].items())),
+        ("varied", "; ".join(f"{k}: {_plain(v)}" for k, v in s["varied"].items()) or "-"),
         (name, results.baseline or "-"),
     ]
+    if results.lr_sweep:
+        rates = ", ".join(f"{lr:g}" for lr in results.lr_sweep["learning_rates"])
+        facts.insert(2, ("learning rates", f"swept: {rates}"))
     chips = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
     return (
         f"<header><h1>microgpt ablate: {_e(results.mode)} mode</h1>\n"
         "<p class=lead>Every design trained on the same seeds, train/validation split and data "
         f"order; each is compared with the {_e(name)} on validation loss, paired by seed. Lower "
-        f"loss is better.</p>\n<dl class=facts>{chips}</dl>\n{_in_short(results, name)}</header>"
+        f"loss is better.{_sweep_lead(results)}</p>\n<dl class=facts>{chips}</dl>\n"
+        f"{_in_short(results, name)}</header>"
+    )
+
+
+def _sweep_lead(results: Results) -> str:
+    if not results.lr_sweep:
+        return ""
+    return _e(
+        " Every design is trained at every learning rate of the sweep and compared at its own "
+        "best rate, chosen on one half of the held-out documents and reported on the other, "
+        "and by its LR sensitivity."
     )
 
 
 def _in_short(results: Results, name: str) -> str:
     """The verdicts of the differences to the baseline, in a sentence or a short list."""
-    diffs = [c for c in results.comparisons if c["kind"] == "difference"]
+    diffs = [c for c in results.comparisons if c["kind"] in ("difference", "sensitivity")]
     if not diffs:
         return ""
     several = len(results.levels()) > 1
@@ -185,8 +210,9 @@ def _in_short(results: Results, name: str) -> str:
         words, tone = verdict(c, name)
         if tone in ("better", "worse"):
             where = f" at {Level(tuple(c['level'].items())).label}" if several else ""
+            label = comparison_label(c)
             called.append(
-                f"<li>{_e(c['name'])}{_e(where)}: <span class='v {tone}'>{_e(words)}</span> "
+                f"<li>{_e(label)}{_e(where)}: <span class='v {tone}'>{_e(words)}</span> "
                 f"({c['mean_diff']:+.4f})</li>"
             )
     if results.adjustment["family"] > 1 and results.adjustment["method"] == "holm":
@@ -211,18 +237,23 @@ def _level_section(results: Results, level, name: str, several: bool, first: boo
     rows = [d for d in results.designs if d["level"] == flags]
     mine = [c for c in results.comparisons if c["level"] == flags]
     heading = f"Results at {level.label}" if several else "Results"
-    out = [f"<section><h2>{_e(heading)}</h2>", _design_table(results, rows, name, first)]
-    if rows and all(r["val_loss"] is None for r in rows):
+    out = [f"<section><h2>{_e(heading)}</h2>"]
+    if results.lr_sweep:
+        out.append(_sweep_tables(results, level, name, first))
+    else:
+        out.append(_design_table(results, rows, name, first))
+    if rows and all(r["val_loss"] is None for r in rows) and not results.lr_sweep:
         out.append(
             "<p>No validation loss (--val-docs 0 or no held-out documents): no comparison.</p>"
         )
     else:
         out.append(f"<h3>Against the {_e(name)}</h3>")
         if first:
-            title = comparison_title(len(results.seeds), results.adjustment, name)
+            sweep = results.lr_sweep is not None
+            title = comparison_title(len(results.seeds), results.adjustment, name, sweep)
             out.append(f"<p class=note>{_e(title)}</p>")
-        differences = [c for c in mine if c["kind"] == "difference"]
-        effects = [c for c in mine if c["kind"] != "difference"]
+        differences = [c for c in mine if c["kind"] in ("difference", "sensitivity")]
+        effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
         out.append(_comparison_table(differences, name, "design"))
         if effects:
             out.append("<h3>Factorial effects</h3>")
@@ -230,6 +261,68 @@ def _level_section(results: Results, level, name: str, several: bool, first: boo
                 out.append(f"<p class=note>{_e(EFFECTS_NOTE)}</p>")
             out.append(_comparison_table(effects, name, "effect"))
     out.append("</section>")
+    return "\n".join(out)
+
+
+def _sweep_tables(results: Results, level: Level, name: str, first: bool) -> str:
+    """A sweep's two tables at one level: each design at its best rate with its LR
+    sensitivity, and each design's loss at every rate."""
+    sweep, flags = results.lr_sweep, level.flags()
+    rows = [d for d in sweep["designs"] if d["level"] == flags]
+    runs = len(sweep["learning_rates"]) * len(results.seeds)
+    head = ["design", "best lr", "loss at best lr", "LR sensitivity", "interval", "diverged"]
+    body = []
+    for r in rows:
+        tag = f" <span class=tag>{_e(name)}</span>" if r["baseline"] else ""
+        sens = r["sensitivity"]
+        interval = "-"
+        if sens["low"] is not None and sens["high"] is not None:
+            interval = f"[{sens['low']:.4f}, {sens['high']:.4f}]"
+        diverged = sum(rate["diverged"] for rate in r["rates"])
+        cells = [
+            f"<td class=label>{_e(r['design'])}{tag}</td>",
+            f"<td class=num>{r['best_lr']:g}</td>",
+            f'<td class="num key">{_mean_std(r["report_loss"])}</td>',
+            f"<td class=num>{sens['mean']:.4f}</td>",
+            f"<td class=num>{interval}</td>",
+            f"<td class=num>{diverged} of {runs}</td>",
+        ]
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    out = [_table("sweep", head, body)]
+    if first:
+        note = f"{name}: the baseline of every comparison. "
+        note += sweep_note(results.seeds, sweep, name).split(" design. ", 1)[1]
+        out.append(f"<p class=note>{_e(note)}</p>")
+    head = ["design", *(f"lr {lr:g}" for lr in sweep["learning_rates"])]
+    body = []
+    for r in rows:
+        cells = [f"<td class=label>{_e(r['design'])}</td>"]
+        for rate in r["rates"]:
+            mark = f" <span class=pm>({rate['diverged']}†)</span>" if rate["diverged"] else ""
+            best = " key" if rate["learning_rate"] == r["best_lr"] else ""
+            cells.append(f'<td class="num{best}">{_mean_std(rate["val_loss"])}{mark}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    out.append("<h3>Val loss at each learning rate</h3>")
+    out.append(_table("rates", head, body))
+    if first:
+        out.append(f"<p class=note>{_e(RATES_NOTE)} Bold: the design's best lr.</p>")
+    diagnostics = results.diagnostics
+    if diagnostics:
+        body = [
+            "<tr>"
+            + f"<td class=label>{_e(r['design'])}</td>"
+            + "".join(
+                f"<td class=num>{_e(logit_cell(rate, diagnostics['threshold']))}</td>"
+                for rate in r["rates"]
+            )
+            + "</tr>"
+            for r in rows
+        ]
+        out.append("<h3>Largest attention logit at each learning rate</h3>")
+        out.append(_table("attention", head, body))
+        if first:
+            note = attention_note(diagnostics["threshold"])
+            out.append(f"<p class=note>{_e(note)}</p>")
     return "\n".join(out)
 
 
@@ -291,6 +384,10 @@ def verdict(c: dict, name: str) -> tuple[str, str]:
         if up:
             return f"higher val loss than the {name}: worse", "worse"
         return f"lower val loss than the {name}: better", "better"
+    if c["kind"] == "sensitivity":
+        if up:
+            return f"more sensitive to the lr than the {name}: worse", "worse"
+        return f"less sensitive to the lr than the {name}: better", "better"
     if c["kind"] == "main effect":
         return ("raises val loss: worse", "worse") if up else ("lowers val loss: better", "better")
     if up:
@@ -304,7 +401,7 @@ def _comparison_table(comparisons: list[dict], name: str, first: str) -> str:
     head = [first, "mean diff", "interval", "level", "p", "verdict"]
     body = []
     for c in comparisons:
-        label = ("main effect of " if c["kind"] == "main effect" else "") + c["name"]
+        label = comparison_label(c)
         words, tone = verdict(c, name)
         if c["low"] is None or c["high"] is None:
             interval = level = p = "-"
@@ -346,8 +443,9 @@ def _scaling_section(results: Results, name: str) -> str:
         if title.values:
             tables.append(f"<h3>At {_e(title.label)}</h3>")
         tables.append(_table("scaling", head, body))
+    swept = SWEPT if results.lr_sweep else ""
     note = (
-        f"Val loss minus the {name}'s at each level: the mean over seeds and, below it, the "
+        f"Val loss minus the {name}'s at each level{swept}: the mean over seeds and, below it, the "
         "interval as in the comparisons above. Green: lower, a difference beyond seed noise; "
         "red: higher; grey: within seed noise."
     )
@@ -380,6 +478,15 @@ def _scaling_cell(c: dict | None, name: str) -> str:
     return f"<td class='num {tone}'>{text}</td>"
 
 
+def _stability_section(results: Results) -> str:
+    """The diverged runs and the attention logits past the threshold, in sentences."""
+    notes = [n for n in (diverged_note(results.doc), growth_note(results.doc)) if n]
+    if not notes:
+        return ""
+    paragraphs = "".join(f"<p>{_e(n)}</p>" for n in notes)
+    return f"<section><h2>Divergence and attention logits</h2>\n{paragraphs}</section>"
+
+
 def _plots_section(pictures: dict[str, bytes] | None) -> str:
     if pictures is None:
         return f"<section><h2>Plots</h2><p class=missing>{_e(NO_PLOTS)}</p></section>"
@@ -388,6 +495,9 @@ def _plots_section(pictures: dict[str, bytes] | None) -> str:
         "the last step, each design's validation loss.",
         "scaling.png": "Each design's val loss minus the baseline's against the level, with "
         "the intervals of the comparisons.",
+        "lr_sweep.png": "Final held-out loss against the learning rate: min(loss, ln V), a "
+        "diverged run counted at ln V (crosses at the top), mean over seeds and band ±1 std; "
+        "a ring marks each design's best lr.",
     }
     figures = []
     for file, png in pictures.items():
@@ -410,9 +520,11 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 def _runs_section(results: Results) -> str:
-    numeric = results.numeric
-    head = [*numeric, "design", "seed", "params", "final loss", f"last {results.last_n} mean"]
-    head += ["val loss", "steps/s", "wall s"]
+    numeric, sweep = results.numeric, results.lr_sweep is not None
+    diagnostics = results.diagnostics is not None
+    head = [*numeric, "design", *(["lr"] if sweep else []), "seed", "params", "final loss"]
+    head += [f"last {results.last_n} mean", "val loss", "steps/s", "wall s", "diverged"]
+    head += ["max attn logit"] if diagnostics else []
 
     def num(x, spec=".4f") -> str:
         return "-" if x is None else format(x, spec)
@@ -420,8 +532,12 @@ def _runs_section(results: Results) -> str:
     body = []
     for r in results.runs:
         cells = [f"<td class=num>{_e(r['level'].get(k))}</td>" for k in numeric]
+        cells.append(f"<td class=label>{_e(r['design'])}</td>")
+        if sweep:
+            cells.append(f"<td class=num>{num(r.get('learning_rate'), 'g')}</td>")
+        diverged = r.get("diverged")
+        gone = f"step {diverged['step']}, {diverged['reason']}" if diverged else ""
         cells += [
-            f"<td class=label>{_e(r['design'])}</td>",
             f"<td class=num>{r['seed']}</td>",
             f"<td class=num>{r['params']:,}</td>",
             f"<td class=num>{num(r['final_loss'])}</td>",
@@ -429,12 +545,15 @@ def _runs_section(results: Results) -> str:
             f"<td class=num>{num(r['val_loss'])}</td>",
             f"<td class=num>{num(r['steps_per_s'], ',.0f')}</td>",
             f"<td class=num>{num(r['wall_seconds'], '.1f')}</td>",
+            f"<td class=label>{_e(gone)}</td>",
         ]
+        if diagnostics:
+            cells.append(f"<td class=num>{num(r.get('max_attention_logit'), '.4g')}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (
         f"<section><details><summary>Every run ({len(results.runs):,}): "
         "its own figures</summary>\n"
-        + _table("runs", head, body, text=(len(numeric),))
+        + _table("runs", head, body, text=(len(numeric), len(head) - 1 - diagnostics))
         + "</details></section>"
     )
 

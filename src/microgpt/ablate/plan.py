@@ -1,11 +1,13 @@
 """What a study runs: designs (values of the varied switches) × numeric levels × seeds.
 
 A study varies design switches (declared in `ModelConfig`, see `config.SWITCHES`) and, optionally,
-numeric settings (model size, steps, learning rate, batch size, z-loss). Every other setting is
-shared by every run. A seed fixes the train/validation split and the data order for every design
-and level alike, so differences between designs are paired by seed. The baseline of every
-comparison is the design whose varied switches take their reference values, at the same level and
-seed.
+numeric settings (model size, steps, learning rate, batch size, z-loss). A learning-rate sweep
+(`--lr-sweep`, `Study.lrs`) is an axis of its own: every design at every level is trained at
+every rate of the grid, and compared at its own best rate (see `ablate.sweep`). Every other
+setting is shared by every run. A seed fixes the train/validation split and the data order for
+every design, level and rate alike, so differences between designs are paired by seed. The
+baseline of every comparison is the design whose varied switches take their reference values,
+at the same level and seed.
 
 `Study.settings()` is everything a run's numbers depend on besides its own design, level and
 seed, the code that computes them included: a saved run is reused only if its settings match
@@ -165,6 +167,8 @@ class Task:
     design: Design
     level: Level
     seed: int
+    lr: float | None  # the rate of a learning-rate sweep (None: no sweep)
+    log_every: int  # tensor mode: the run's diagnostics every K steps and at the end (0: none)
     model_args: dict  # the ModelConfig fields but vocab_size, this run's switches and sizes
     train: TrainConfig  # with this run's seed and level
     tensor: TensorOptions | None
@@ -175,7 +179,8 @@ class Task:
 
     @property
     def label(self) -> str:
-        return ", ".join(x for x in (self.level.label, self.design.label) if x)
+        lr = f"lr {self.lr:g}" if self.lr is not None else ""
+        return ", ".join(x for x in (self.level.label, self.design.label, lr) if x)
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,20 @@ class Study:
     varied: dict  # name: values, switches and numeric settings (see parse_vary)
     plan: str = "full"
     stack: int = 1  # at most this many runs of one shape trained as one computation (1: alone)
+    lrs: tuple[float, ...] | None = None  # a learning-rate sweep's grid, ascending (see sweep.py)
+    log_every: int | None = None  # tensor mode: each run's diagnostics every K steps and at
+    # the end (None: every tenth of its steps); scalar mode has none
+
+    @property
+    def sweep(self) -> bool:
+        return self.lrs is not None
+
+    def diagnostics_every(self, steps: int) -> int:
+        """Every how many steps a run of `steps` samples its diagnostics (0: never, scalar
+        mode): --log-every, or a tenth of the steps."""
+        if self.mode != "tensor":
+            return 0
+        return self.log_every or max(1, steps // 10)
 
     @property
     def switches(self) -> list[str]:
@@ -213,6 +232,8 @@ class Study:
 
     def settings(self) -> dict:
         train = {k: v for k, v in self.train.to_dict().items() if k not in NOT_SETTINGS}
+        if self.sweep:
+            del train["learning_rate"]  # each run's own: see "lr_sweep"
         return {
             "versions": dict(self.versions),
             "mode": self.mode,
@@ -222,6 +243,8 @@ class Study:
             "data": self.fingerprint,
             # stacked or alone: in float32 the last digits may differ (see `stacks`)
             "stack": self.stack,
+            "lr_sweep": list(self.lrs) if self.sweep else None,
+            "log_every": self.log_every,
         }
 
     def settings_hash(self) -> str:
@@ -236,11 +259,17 @@ class Study:
         return str(Path("runs") / f"ablate-{self.mode}-{self.settings_hash()}")
 
     def tasks(self, out_dir: str | Path) -> list[Task]:
-        """Level-major, then design (baseline first), then seeds in the order given."""
+        """Level-major, then design (baseline first), then learning rate (ascending, in a
+        sweep), then seeds in the order given."""
         base = self.settings()
         tasks = []
-        for level, design, seed in itertools.product(self.levels(), self.designs(), self.seeds):
+        lrs = self.lrs if self.sweep else (None,)
+        for level, design, lr, seed in itertools.product(
+            self.levels(), self.designs(), lrs, self.seeds
+        ):
             knobs = level.flags()
+            if lr is not None:
+                knobs["learning_rate"] = lr
             model_args = {**self.model_args, **design.flags()}
             model_args.update({k: v for k, v in knobs.items() if k in MODEL_LEVELS})
             train = replace(
@@ -248,13 +277,16 @@ class Study:
             )
             settings = {**base, "model": model_args}
             settings["train"] = {k: v for k, v in train.to_dict().items() if k not in NOT_SETTINGS}
-            name = "-".join(x for x in ("run", level.slug, design.slug, f"seed{seed}") if x)
+            rate = f"lr{lr:g}" if lr is not None else ""
+            name = "-".join(x for x in ("run", level.slug, design.slug, rate, f"seed{seed}") if x)
             tasks.append(
                 Task(
                     mode=self.mode,
                     design=design,
                     level=level,
                     seed=seed,
+                    lr=lr,
+                    log_every=self.diagnostics_every(train.steps),
                     model_args=model_args,
                     train=train,
                     tensor=self.tensor,

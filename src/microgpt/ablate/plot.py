@@ -6,6 +6,10 @@ only, drawing with the Agg canvas directly (no pyplot, no global backend switch)
   (mean over seeds, ±1 sample std band) and its validation loss marked past the last step.
 - `scaling.png` (when a numeric setting varies): each design's validation loss minus the
   baseline's against the level, with the report's intervals.
+- `lr_sweep.png` (a learning-rate sweep): one panel per level; in each, every design's held-out
+  loss against the learning rate (log axis): min(loss, loss at init) with a diverged run at the
+  loss at init, as Wortsman et al. draw them, mean over seeds and ±1 sample std band; a cross
+  at the top where runs diverged, a ring at the design's best rate.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def draw(results: Results) -> dict[str, bytes] | None:
     pictures = {"loss_curves.png": _png(plot_curves(results, *classes))}
     if results.numeric:
         pictures["scaling.png"] = _png(plot_scaling(results, *classes))
+    if results.lr_sweep:
+        pictures["lr_sweep.png"] = _png(plot_lr_sweep(results, *classes))
     return pictures
 
 
@@ -89,6 +95,9 @@ def plot_curves(results: Results, Figure, FigureCanvasAgg):
         ax = axes[k // cols][k % cols]
         for i, design in enumerate(designs):
             runs = [r for r in results.runs_of(level, design) if r["losses"]]
+            best = results.best_lr(level, design)
+            if best is not None:  # a sweep: the runs at the design's best rate
+                runs = [r for r in runs if r.get("learning_rate") == best]
             if not runs:
                 continue
             steps = min(len(r["losses"]) for r in runs)
@@ -111,7 +120,10 @@ def plot_curves(results: Results, Figure, FigureCanvasAgg):
                 at = steps * (1.015 + 0.01 * i)  # side by side just past the last step
                 err = sample_std(vals) or 0.0
                 ax.errorbar(at, mean(vals), yerr=err, fmt="D", color=color, ms=4, capsize=2)
-        ax.set_title(_text(level.label) or "all runs", fontsize=10)
+        title = _text(level.label) or "all runs"
+        if results.lr_sweep:
+            title += " (each design at its best lr)"
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (smoothed)")
         ax.grid(alpha=0.3)
@@ -179,6 +191,70 @@ def plot_scaling(results: Results, Figure, FigureCanvasAgg):
     if names:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_lr_sweep(results: Results, Figure, FigureCanvasAgg):
+    """Held-out loss against the learning rate, one panel per level (see the module's doc)."""
+    sweep = results.lr_sweep
+    levels, labels = results.levels(), results.design_labels()
+    init, seeds = sweep["loss_at_init"], len(results.seeds)
+    cols = min(3, len(levels))
+    rows = math.ceil(len(levels) / cols)
+    fig = Figure(figsize=(5.5 * cols + 2.5, 4.2 * rows + 0.6), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    handles = {}
+    for k, level in enumerate(levels):
+        ax = axes[k // cols][k % cols]
+        mine = [d for d in sweep["designs"] if d["level"] == level.flags()]
+        for d in mine:
+            i = labels.index(d["design"]) if d["design"] in labels else 0
+            color = _color(i, len(labels))
+            lrs = [r["learning_rate"] for r in d["rates"]]
+            center = [r["val_loss"]["mean"] if r["val_loss"] else init for r in d["rates"]]
+            spread = [(r["val_loss"] or {}).get("std") or 0.0 for r in d["rates"]]
+            label = _text(d["design"]) + (" (baseline)" if d["baseline"] else "")
+            (line,) = ax.plot(lrs, center, "o-", color=color, lw=1.4, ms=3.5, label=label)
+            handles.setdefault(d["design"], line)
+            if seeds > 1:
+                low = [m - s for m, s in zip(center, spread)]
+                high = [m + s for m, s in zip(center, spread)]
+                ax.fill_between(lrs, low, high, color=color, alpha=0.12, lw=0)
+            failed = [(lr, r["diverged"]) for lr, r in zip(lrs, d["rates"]) if r["diverged"]]
+            if failed:  # at the top, as Wortsman et al. draw a diverged run
+                ax.plot([lr for lr, _ in failed], [init] * len(failed), "x", color=color,
+                        ms=9, mew=2)  # fmt: skip
+            if d["best_lr"] in lrs:
+                j = lrs.index(d["best_lr"])
+                ax.plot([lrs[j]], [center[j]], "o", ms=11, mfc="none", color=color, mew=1.5)
+        ax.axhline(init, color="gray", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_title(_text(level.label) or "all runs", fontsize=10)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("held-out loss, capped at ln V")
+        ax.grid(alpha=0.3)
+    for k in range(len(levels), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    (cross,) = axes[0][0].plot([], [], "x", color="gray", ms=9, mew=2)
+    (ring,) = axes[0][0].plot([], [], "o", ms=11, mfc="none", color="gray", mew=1.5)
+    (dash,) = axes[0][0].plot([], [], color="gray", lw=1, ls="--")
+    lines = list(handles.values())
+    fig.legend(
+        [*lines, cross, ring, dash],
+        [h.get_label() for h in lines]
+        + ["diverged (counted at ln V)", "best lr (selection half)", f"ln V = {init:.3f}"],
+        loc="center right",
+        fontsize=8,
+        frameon=False,
+    )
+    band = ", band ±1 std over seeds" if seeds > 1 else ""
+    fig.suptitle(
+        f"microgpt ablate: {_text(results.mode)} mode, {seeds} seed{'s' if seeds != 1 else ''}; "
+        f"final held-out loss, min(loss, ln V): mean{band}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.5 * cols + 2.5), 1))
     return fig
 
 

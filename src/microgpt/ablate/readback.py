@@ -21,7 +21,8 @@ from microgpt.ablate.report import baseline_name
 from microgpt.errors import UserError
 
 # the schema: a type (bool is not a number), Opt(x) for x or null, [x] for a list of x,
-# Map(x) for an object of x, a dict for an object with (at least) those keys
+# Map(x) for an object of x, a dict for an object with (at least) those keys, May(x) for a key
+# that may be absent
 NUMBER, FINITE = "number", "finite number"
 
 
@@ -40,8 +41,44 @@ class OneOf:
     values: tuple
 
 
+@dataclass(frozen=True)
+class May:
+    """A key an object may lack (a results.json written before it existed), else `of`."""
+
+    of: object
+
+
 FIGURE = Opt({"mean": NUMBER, "std": Opt(NUMBER)})  # mean ± sample std over seeds
 LEVEL = Map(FINITE)  # the numeric settings of a level
+WHERE = {"level": LEVEL, "design": str, "learning_rate": FINITE}  # a run's, but for its seed
+LR_SWEEP = {  # `report.summarize`'s lr_sweep
+    "learning_rates": [FINITE],
+    "loss_at_init": FINITE,
+    "halves": str,
+    "designs": [
+        {
+            "level": LEVEL,
+            "design": str,
+            "baseline": bool,
+            "rates": [
+                {
+                    "learning_rate": FINITE,
+                    "val_loss": FIGURE,
+                    "diverged": int,
+                    "max_attention_logit": Opt(NUMBER),
+                }
+            ],
+            "best_lr": FINITE,
+            "report_loss": FIGURE,
+            "sensitivity": {
+                "mean": NUMBER,
+                "low": Opt(NUMBER),
+                "high": Opt(NUMBER),
+                "confidence": NUMBER,
+            },
+        }
+    ],
+}
 SCHEMA = {
     "settings": {
         "mode": str,
@@ -66,7 +103,7 @@ SCHEMA = {
     ],
     "comparisons": [
         {
-            "kind": OneOf(("difference", "main effect", "interaction")),
+            "kind": OneOf(("difference", "sensitivity", "main effect", "interaction")),
             "level": LEVEL,
             "name": str,
             "mean_diff": NUMBER,
@@ -79,6 +116,17 @@ SCHEMA = {
         }
     ],
     "adjustment": {"method": Opt(str), "family": int, "alpha": NUMBER},
+    "diverged": May([{**WHERE, "seed": int, "step": int, "last_loss": Opt(NUMBER), "reason": str}]),
+    "diagnostics": May(
+        Opt(
+            {
+                "threshold": FINITE,
+                "runs": int,
+                "over": [{**WHERE, "seeds": int, "of": int, "largest": Opt(NUMBER)}],
+            }
+        )
+    ),
+    "lr_sweep": May(LR_SWEEP),
     "runs": [
         {
             "design": str,
@@ -88,6 +136,9 @@ SCHEMA = {
             "losses": [NUMBER],
             **dict.fromkeys(("final_loss", "mean_last_n", "val_loss"), Opt(NUMBER)),
             **dict.fromkeys(("steps_per_s", "wall_seconds"), Opt(NUMBER)),
+            "learning_rate": May(FINITE),
+            "diverged": May(Opt({"step": int, "reason": str})),
+            "max_attention_logit": May(Opt(NUMBER)),
         }
     ],
 }
@@ -118,11 +169,19 @@ def check(value, schema, where: str) -> None:
     elif isinstance(schema, dict):
         check(value, dict, where)
         for key, item_schema in schema.items():
-            if key not in value:
-                raise ValueError(f"{where}.{key} is missing")
-            check(value[key], item_schema, f"{where}.{key}")
+            if isinstance(item_schema, May):
+                if key not in value:
+                    continue
+                item_schema = item_schema.of
+            elif key not in value:
+                raise ValueError(f"{_at(where, key)} is missing")
+            check(value[key], item_schema, _at(where, key))
     elif not isinstance(value, schema) or (schema is int and isinstance(value, bool)):
         raise ValueError(f"{where} is {_kind(value)}, not {_NAMES[schema]}")
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 _NAMES = {
@@ -219,6 +278,27 @@ class Results:
         """ "reference" when every switch of the baseline is the reference algorithm's."""
         return baseline_name({**self.settings["model"], **self.settings["baseline"]})
 
+    @property
+    def lr_sweep(self) -> dict | None:
+        """The learning-rate sweep's summary (see `report.summarize`), or None: no sweep."""
+        return self.doc.get("lr_sweep")
+
+    @property
+    def diverged(self) -> list[dict]:
+        return self.doc.get("diverged") or []
+
+    @property
+    def diagnostics(self) -> dict | None:
+        return self.doc.get("diagnostics")
+
+    def best_lr(self, level: Level, design: str) -> float | None:
+        """A sweep's best rate of `design` at `level` (None: no sweep, or not listed)."""
+        flags = level.flags()
+        for d in (self.lr_sweep or {}).get("designs", []):
+            if d["level"] == flags and d["design"] == design:
+                return d["best_lr"]
+        return None
+
     def runs_of(self, level: Level, design: str) -> list[dict]:
         flags = level.flags()
         return [r for r in self.runs if r["design"] == design and r["level"] == flags]
@@ -236,10 +316,7 @@ def parse(data: bytes, where: str | Path) -> Results:
     try:
         if not isinstance(doc, dict):
             raise ValueError(f"the file is {_kind(doc)}, not an object")
-        for key, schema in SCHEMA.items():
-            if key not in doc:
-                raise ValueError(f"{key} is missing")
-            check(doc[key], schema, key)
+        check(doc, SCHEMA, "")
         _check_consistent(doc)
     except ValueError as e:
         raise UserError(f"{where}: {e}") from None
@@ -278,6 +355,15 @@ def _check_consistent(doc: dict) -> None:
     for i, c in enumerate(doc["comparisons"]):
         if json.dumps(c["level"], sort_keys=True) not in levels:
             raise ValueError(f"comparisons[{i}].level is not a level that designs lists")
+    sweep = doc.get("lr_sweep")
+    if sweep is None:
+        return
+    n = len(sweep["learning_rates"])
+    for i, d in enumerate(sweep["designs"]):
+        if (json.dumps(d["level"], sort_keys=True), d["design"]) not in known:
+            raise ValueError(f"lr_sweep.designs[{i}] is of a design and level designs lacks")
+        if [r["learning_rate"] for r in d["rates"]] != sweep["learning_rates"]:
+            raise ValueError(f"lr_sweep.designs[{i}].rates are not at the {n} learning_rates")
 
 
 def read(path: str | Path) -> Results:

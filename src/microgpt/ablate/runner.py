@@ -66,15 +66,17 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
             continue
         baseline = [t for t in tasks if t.level == key[0] and t.design == study.baseline]
         seconds_per_step[key] = _probe((baseline * len(stack))[: len(stack)], probe_steps)
-    lines = [f"{'to train':<64}  runs  about"]
+    width = max([64, *(len(Path(s[0].path).stem) + 24 for s in to_run)])
+    lines = [f"{'to train':<{width}}  runs  about"]
     work = 0.0
     for stack in to_run:
         seconds = stack[0].train.steps * seconds_per_step[stack[0].level, len(stack)]
         work += seconds
         name = Path(stack[0].path).stem
         if len(stack) > 1:
-            name = f"{name} … seed{stack[-1].seed}"
-        lines.append(f"{name:<64}  {len(stack):>4}  {seconds:.1f} s")
+            rate = f"lr{stack[-1].lr:g}-" if study.sweep else ""
+            name = f"{name} … {rate}seed{stack[-1].seed}"
+        lines.append(f"{name:<{width}}  {len(stack):>4}  {seconds:.1f} s")
     saved = [t for t in tasks if t not in todo]
     if saved:
         lines += ["", f"saved ({len(saved)}):"]

@@ -27,6 +27,15 @@ from typing import NamedTuple
 from microgpt.ablate.stats import mean, mean_interval
 from microgpt.errors import UserError
 
+# The threshold past which the report calls a run's attention logits grown (its largest logit
+# q·k / sqrt(D) before the softmax, `TensorGPT.diagnostics`, over the run's samples). At a logit
+# of 100 the softmax gives a key all of the weight against any key scored more than 17 below it
+# (e^-17 is under float32's epsilon): attention has collapsed onto single keys, the
+# near-one-hot, near-zero-entropy attention that Wortsman et al. (after Dehghani et al. 2023)
+# tie to divergence. Runs at their best rate stay far below it (3 to 9 in docs/ablate.md's
+# worked sweep, n_embd 16 to 64), and a QK-normed model cannot reach it at all: with q and k
+# RMS-normed per head (no gain), |q·k| / sqrt(D) <= sqrt(D) (2 at n_embd 16, 4 heads).
+ATTENTION_LOGIT_LIMIT = 100.0
 FLAG = "--lr-sweep"
 HOW = "write LO:HI:K (K log-spaced rates from LO to HI, e.g. 1e-4:1:5) or a list such as 1e-3,3e-3"
 SIGNIFICANT = 12  # digits a log-spaced rate keeps (see parse_lr_sweep)

@@ -3,21 +3,31 @@
 A run is `prepare` + `train` (the same code as `microgpt train`), timed, and saved to its own
 JSON file atomically as soon as it finishes, so that a kill loses only the runs in flight. This
 module is what a spawned worker imports: keep its imports small (torch only in tensor mode).
+
+A run of a study differs from `microgpt train` only in what it records (`train.InStudy`): a
+diverged run is a result, not an error (`diverged` in its record: a non-finite loss, or a mean
+training loss over the last tenth of the steps above the loss at initialisation, see
+`sweep.diverged`); in a learning-rate sweep its val loss on two fixed halves of the held-out
+documents; in tensor mode its diagnostics.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import time
 
 from microgpt import tensorfile
 from microgpt.ablate.plan import Task
+from microgpt.ablate.sweep import diverged, loss_at_init, split_halves
 from microgpt.environment import environment
 from microgpt.errors import PeerError, UserError
-from microgpt.train import prepare, train, train_stack
+from microgpt.train import InStudy, prepare, train, train_stack
+
+DIAGNOSTIC_DOCS = 32  # held-out documents (the first) the diagnostics are measured on
 
 PROGRESS_EVERY = 25  # steps between updates of the shared step counter
 
@@ -94,7 +104,10 @@ def run(task: Task, on_step=None) -> list[dict]:
     start = time.perf_counter()
     try:
         config, prep = _prepare(task)
-        gpt, result = train(task.mode, config, task.train, prep, task.tensor, on_step=on_step)
+        study = in_study(task, prep)
+        gpt, result = train(
+            task.mode, config, task.train, prep, task.tensor, on_step=on_step, study=study
+        )
     except PeerError:  # another rank failed: not this run's doing
         raise
     except UserError as e:  # say which run, e.g. which design diverged
@@ -122,7 +135,12 @@ def run_stack(tasks: list[Task], on_step=None) -> list[dict]:
         if on_step is not None and step % PROGRESS_EVERY == 0:
             on_step(done[0])
 
-    results = train_stack(config, [t.train for t in tasks], preps, tasks[0].tensor, step_done)
+    try:
+        studies = [in_study(task, prep) for task, prep in zip(tasks, preps)]
+    except UserError as e:
+        raise UserError(f"{tasks[0].label}: {e}") from None
+    trains = [t.train for t in tasks]
+    results = train_stack(config, trains, preps, tasks[0].tensor, step_done, studies)
     env = environment(_Placed(tasks[0].tensor))
     wall = time.perf_counter() - start
     out = []
@@ -142,6 +160,16 @@ class _Placed:
         self.placement = resolve(options)
 
 
+def in_study(task: Task, prep) -> InStudy:
+    """What `task` records beyond `microgpt train` (see the module's docstring): in a sweep,
+    the halves `sweep.split_halves(n, seed)` of its first n = val_docs held-out documents,
+    seeded by its seed (so every design and rate of one seed is evaluated on the same halves)."""
+    halves = None
+    if task.lr is not None:
+        halves = split_halves(min(task.train.val_docs, len(prep.split.val)), task.seed)
+    return InStudy(halves, task.log_every, DIAGNOSTIC_DOCS)
+
+
 def _prepare(task: Task):
     config, prep = prepare(task.input_path, task.model_args, task.train)
     if prep.fingerprint != task.fingerprint:
@@ -150,16 +178,19 @@ def _prepare(task: Task):
 
 
 def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
-    """A run's record: its settings, figures and per-step losses (a diverged run: the losses
-    up to its divergence, `diverged` {step, last_loss}, and no end figures)."""
-    diverged = result.diverged
+    """A run's record: its settings, figures and per-step losses. A diverged run: `diverged`
+    {step, last_loss, reason}; after a non-finite loss, the losses up to it and no end figures
+    (reason "non-finite"); a run whose last tenth of steps averaged above the loss at
+    initialisation keeps its figures (reason "above init")."""
+    ended = result.diverged
     out = {
         "settings": task.settings,
         "level": task.level.flags(),
         "switches": task.design.flags(),
         "seed": task.seed,
+        "learning_rate": task.train.learning_rate,
         "params": config.num_params(),
-        "final_loss": None if diverged else result.losses[-1],
+        "final_loss": None if ended else result.losses[-1],
         "val_loss": result.val_loss,
         "val_docs": min(task.train.val_docs, len(prep.split.val)),
         "val_loss_per_token": result.val_loss_per_token,
@@ -172,10 +203,41 @@ def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
         "model_config": config.to_dict(),
         "train_config": task.train.to_dict(),
         "environment": env,
+        "diverged": None,
         "losses": result.losses,
     }
-    if diverged:
-        out["diverged"] = {"step": diverged[0], "last_loss": diverged[1]}
+    if ended:
+        out["diverged"] = {"step": ended[0], "last_loss": ended[1], "reason": "non-finite"}
+    else:
+        verdict = diverged(result.losses, loss_at_init(config.vocab_size, task.train.z_loss))
+        if verdict.diverged:
+            out["diverged"] = {
+                "step": verdict.step,
+                "last_loss": verdict.last_finite_loss,
+                "reason": "above init",
+            }
+    if task.lr is not None:
+        sel, rep = split_halves(out["val_docs"], task.seed)
+        out["halves"] = {"of": out["val_docs"], "seed": task.seed, "selection": len(sel),
+                         "report": len(rep)}  # fmt: skip
+        out["selection_loss"], out["report_loss"] = result.halves or (None, None)
+    if task.log_every:
+        docs = min(DIAGNOSTIC_DOCS, len(prep.split.val))
+        out["diagnostics"] = diagnostics(result.diagnostics, task.log_every, docs)
+    return out
+
+
+def diagnostics(samples: list[tuple], every: int, docs: int) -> dict:
+    """A run's diagnostic samples (step, largest attention logit, output logits' mean and max)
+    as lists; a non-finite value as None (JSON has no NaN)."""
+
+    def finite(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    steps = [s[0] for s in samples]
+    out = {"every": every, "docs": docs, "steps": steps}
+    for k, name in enumerate(("max_attention_logit", "logit_mean", "logit_max"), start=1):
+        out[name] = [finite(s[k]) for s in samples]
     return out
 
 

@@ -54,6 +54,7 @@ from microgpt.tensor.ops import (
     cross_entropy_with_grad,
     dropout,
     dropout_backward,
+    max_attention_logit,
     rmsnorm,
     rmsnorm_backward,
     rope,
@@ -488,6 +489,25 @@ class TensorGPT:
             real = batch.weights > 0  # padding weighs 0
             total -= torch.where(real, logp, 0).sum(dtype=torch.float64).item()
         return total, self.packer.divisor(docs, per_token=True)
+
+    @torch.no_grad()
+    def diagnostics(self, docs: list[list[int]]) -> tuple[float, float, float]:
+        """The instability diagnostics of Wortsman et al. 2023 on `docs` (one forward pass, no
+        dropout, no update): the largest attention logit q·k / sqrt(D) before the softmax, over
+        every layer, head and real query position and the keys it may see; and the output
+        logits' mean and max over every real position and the vocabulary. A solo model's."""
+        self._refresh_compute_weights()
+        batch = self.packer.pack(docs)
+        acts = Activations()  # given, so that the forward keeps q and k; dropout kept off:
+        dropout, self.dropout = self.dropout, 0.0
+        try:
+            x = self._forward(batch, self._views, acts)
+        finally:
+            self.dropout = dropout
+        real = batch.weights.view(-1) > 0  # (N,) padding weighs 0
+        largest = max(max_attention_logit(a.q, a.k, batch.mask, real) for a in acts.attention)
+        logits = self._logits(x, self._views)[real]  # (real N, V)
+        return largest.item(), logits.mean().item(), logits.max().item()
 
     @torch.no_grad()
     def logits(self, tokens: list[int]) -> list[float]:

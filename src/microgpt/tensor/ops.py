@@ -87,14 +87,17 @@ def attention(
     return torch.bmm(att_dropped, v), att, att_scale
 
 
-def max_attention_logit(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+def max_attention_logit(q: Tensor, k: Tensor, mask: Tensor, real: Tensor | None = None) -> Tensor:
     """The largest logit q·k / sqrt(D) any query gives a key it may see (0-dim): the diagnostic
     of attention-logit growth (Wortsman et al. 2023). q, k and mask as `attention` takes them
-    (`AttentionActs` keeps q and k as attention used them); a padding position, which sees
-    itself only, counts too (token 0 at position 0)."""
-    return torch.add(
-        mask, torch.bmm(q, k.mT).view(-1, *mask.shape), alpha=q.shape[-1] ** -0.5
-    ).amax()
+    (`AttentionActs` keeps q and k as attention used them). `real` (N,) bool, N = R * W: the
+    queries that count (a packed batch's real positions, `Batch.weights > 0`); None: every
+    query, a padding position (token 0 at position 0, which sees itself only) too."""
+    scores = torch.add(mask, torch.bmm(q, k.mT).view(-1, *mask.shape), alpha=q.shape[-1] ** -0.5)
+    per_query = scores.amax(-1)  # (H, R, W)
+    if real is None:
+        return per_query.amax()
+    return per_query.view(per_query.shape[0], -1)[:, real].amax()
 
 
 def attention_backward(
