@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -302,7 +303,7 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     from microgpt import tensorfile
     from microgpt.ablate import readback
     from microgpt.ablate.page import write_page
-    from microgpt.ablate.plot import MISSING, draw
+    from microgpt.ablate.plot import MISSING, draw, figure_classes
     from microgpt.ablate.ranks import run_shared
     from microgpt.ablate.report import format_report, results_csv, results_json, summarize
     from microgpt.ablate.runner import dry_run, run_study
@@ -326,6 +327,8 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
         raise UserError(f"cannot create --out folder {out}: {e.strerror}") from None
 
     print(describe(study, jobs, out, world.size), flush=True)
+    if world.main:  # import matplotlib while the workers train: the report needs it after
+        threading.Thread(target=figure_classes, daemon=True).start()
     if group is None:
         outcome = run_study(study, out, jobs)
     else:

@@ -38,7 +38,7 @@ def moving_average(xs: list[float], window: int) -> list[float]:
     return out
 
 
-def _figure_classes():
+def figure_classes():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -49,7 +49,7 @@ def _figure_classes():
 
 def draw(results: Results) -> dict[str, bytes] | None:
     """The study's pictures as PNG bytes by file name, or None when matplotlib is missing."""
-    classes = _figure_classes()
+    classes = figure_classes()
     if classes is None:
         return None
     pictures = {"loss_curves.png": _png(plot_curves(results, *classes))}

@@ -6,8 +6,8 @@ torch.distributed as JSON, so no rank needs to see another's files:
 
 1. every rank reads the run files it has in its own `--out` and tells rank 0 their names;
 2. rank 0 asks for the ones it lacks (each from one rank), saves them, decides what is missing
-   and deals it out in stacks (`plan.stacks`; single runs in scalar mode or with --no-stack):
-   rank r takes stacks[r::ranks];
+   and deals out the stacks that hold a missing run (`runner.stacks_to_train`; single runs in
+   scalar mode or with --no-stack): rank r takes stacks[r::ranks];
 3. every rank trains its share (with `--jobs` local workers), saving each run file in its own
    `--out` as it finishes, so that a crash keeps it; nothing crosses the network meanwhile;
 4. a patient gather (a gloo group with a month's timeout: the ranks finish minutes apart) brings
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TextIO
 
 from microgpt.ablate import worker
-from microgpt.ablate.plan import Study, Task, stacks
+from microgpt.ablate.plan import Study, Task
 from microgpt.ablate.progress import RunsProgress
-from microgpt.ablate.runner import Outcome, load_saved, run_tasks
+from microgpt.ablate.runner import Outcome, load_saved, run_tasks, stacks_to_train
 from microgpt.distributed import Group
 from microgpt.errors import UserError
 
@@ -58,36 +58,38 @@ def run_shared(
                     wanted[rank].append(name)
                     asked.add(name)
         missing = [t for t in tasks if Path(t.path).name not in asked]
-        missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
-        dealt = stacks(missing, study.stack)
-        by_rank = [dealt[r :: world.size] for r in range(world.size)]
-        deal = [[Path(t.path).name for stack in mine for t in stack] for mine in by_rank]
-        plan = {"wanted": wanted, "deal": deal}
+        todo = stacks_to_train(study, tasks, {t.path for t in missing}, jobs, stream)
+        by_rank = [todo[r :: world.size] for r in range(world.size)]
+        deal = [[[Path(t.path).name for t in stack] for stack in mine] for mine in by_rank]
+        plan = {"wanted": wanted, "deal": deal, "missing": [Path(t.path).name for t in missing]}
     plan = group.broadcast_json(plan)
     mine = {Path(p).name: r for p, r in records.items()}
     sent = group.gather_json({n: mine[n] for n in plan["wanted"][world.rank]})
     received = _keep(sent, by_name, records) if world.main else 0
     reused = len(records)
-    missing = sum(len(d) for d in plan["deal"])
+    missing = len(plan["missing"])
+    to_train = {by_name[n].path for n in plan["missing"]}
+    mine = [[by_name[n] for n in stack] for stack in plan["deal"][world.rank]]
+    my_missing = [t for stack in mine for t in stack if t.path in to_train]
     if world.main and reused:
         more = f" ({received} of them from the other ranks)" if received else ""
         print(f"reusing {reused} finished runs{more}", file=stream, flush=True)
     if world.main and missing:
         print(
             f"{world.size} ranks share the {missing} runs to train: rank 0 trains "
-            f"{len(plan['deal'][0])}, the progress below is its own",
+            f"{len(my_missing)}, the progress below is its own",
             file=stream,
             flush=True,
         )
 
     # 3: this rank's share, no collective meanwhile
-    share = [by_name[n] for n in plan["deal"][world.rank]]
-    progress = RunsProgress(len(share), 0, sum(t.train.steps for t in share), stream)
+    steps = sum(t.train.steps for stack in mine for t in stack)
+    progress = RunsProgress(len(my_missing), 0, steps, stream)
     with group.apart():  # a rank that dies meanwhile stops the others at once
-        workers = run_tasks(share, study, jobs, records, progress, out_dir)
+        workers = run_tasks(mine, to_train, study, jobs, records, progress, out_dir)
 
     # 4: the new runs to rank 0, however long the others take
-    new = {Path(t.path).name: records[t.path] for t in share}
+    new = {Path(t.path).name: records[t.path] for t in my_missing}
     sent = group.gather_json({"workers": workers, "runs": new}, patient=True)
     if not world.main:
         return Outcome(tasks, [], ran=missing, reused=len(tasks) - missing, workers=workers)

@@ -14,6 +14,7 @@ this process, saving the start-up of a pool.
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import sys
@@ -56,8 +57,7 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
     size at each level, in this process."""
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
-    todo.sort(key=lambda t: study.seeds.index(t.seed))
-    to_run = stacks(todo, study.stack)
+    to_run = stacks_to_train(study, tasks, {t.path for t in todo}, jobs, io.StringIO())
     seconds_per_step = {}  # (level, stack size) -> seconds a step of the stack
     worker.set_threads(_threads(study))
     for stack in to_run:
@@ -147,33 +147,46 @@ def run_study(
         note = f"{stale} saved runs have other settings or are unreadable: running them again"
         print(note, file=stream, flush=True)
 
-    missing.sort(key=lambda t: study.seeds.index(t.seed))  # seed by seed, designs in order
-    progress = RunsProgress(len(tasks), len(records), sum(t.train.steps for t in missing), stream)
-    workers = run_tasks(missing, study, jobs, records, progress, out_dir, stream)
+    paths = {t.path for t in missing}
+    todo = stacks_to_train(study, tasks, paths, jobs, stream)
+    steps = sum(t.train.steps for stack in todo for t in stack)
+    progress = RunsProgress(len(tasks), len(records), steps, stream)
+    workers = run_tasks(todo, paths, study, jobs, records, progress, out_dir)
     ordered = [records[t.path] for t in tasks]
     reused = len(tasks) - len(missing)
     return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
 
 
+def stacks_to_train(
+    study: Study, tasks: list[Task], missing: set[str], jobs: int, stream: TextIO
+) -> list[list[Task]]:
+    """The stacks that hold a missing run (by path). Stacks are made over all the study's runs,
+    seed by seed (`plan.stacks`), whatever is saved, so the same command always makes the same
+    stacks; a stack with some runs saved is trained whole, and only its missing runs are kept,
+    so that they come out exactly as in an uninterrupted study (in float32 a run's last digits
+    depend on its stack). Scalar mode and --no-stack: each missing run alone."""
+    size = fit_in_memory(study, [t for t in tasks if t.path in missing], jobs, stream)
+    order = sorted(tasks, key=lambda t: study.seeds.index(t.seed))  # seed by seed
+    return [stack for stack in stacks(order, size) if any(t.path in missing for t in stack)]
+
+
 def run_tasks(
-    tasks: list[Task],
+    todo: list[list[Task]],
+    missing: set[str],
     study: Study,
     jobs: int,
     records: dict,
     progress: RunsProgress,
     out_dir: str | Path,
-    stream: TextIO | None = None,
 ) -> int:
-    """Run `tasks` in stacks (`plan.stacks`) in up to `jobs` workers (in order), each run saved
-    as its stack finishes and added to `records` (by path); returns the number of workers."""
-    size = fit_in_memory(study, tasks, jobs, stream or progress.stream)
-    todo = stacks(tasks, size)
+    """Train the stacks `todo` in up to `jobs` workers (in order); as each stack finishes, save
+    its runs in `missing` (paths) and add them to `records`. Returns the number of workers."""
     workers = min(jobs, len(todo))
     try:
         if workers == 1:
-            _run_here(todo, study, records, progress)
+            _run_here(todo, missing, study, records, progress)
         elif workers > 1:
-            _run_pool(todo, study, workers, records, progress)
+            _run_pool(todo, missing, study, workers, records, progress)
     except KeyboardInterrupt:
         progress.close()
         print(
@@ -230,7 +243,9 @@ def _threads(study: Study) -> int | None:
     return study.tensor.threads if study.tensor else None
 
 
-def _run_here(todo: list[list[Task]], study: Study, records: dict, progress: RunsProgress) -> None:
+def _run_here(
+    todo: list[list[Task]], missing: set[str], study: Study, records: dict, progress: RunsProgress
+) -> None:
     worker.set_threads(_threads(study))
     done = 0
     for stack in todo:
@@ -238,20 +253,27 @@ def _run_here(todo: list[list[Task]], study: Study, records: dict, progress: Run
         def on_step(steps_done: int, before: int = done) -> None:
             progress.tick(before + steps_done)
 
-        for task, record in zip(stack, worker.execute(stack, on_step)):
-            records[task.path] = record
+        keep = [t.path in missing for t in stack]
         done += sum(t.train.steps for t in stack)
-        for _ in stack:
-            progress.run_done(done)
+        for task, record in zip(stack, worker.execute(stack, on_step, keep)):
+            if record is not None:
+                records[task.path] = record
+                progress.run_done(done)
 
 
 def _run_pool(
-    todo: list[list[Task]], study: Study, workers: int, records: dict, progress: RunsProgress
+    todo: list[list[Task]],
+    missing: set[str],
+    study: Study,
+    workers: int,
+    records: dict,
+    progress: RunsProgress,
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
     steps_done = ctx.Value("q", 0)
+    jobs = [(stack, [t.path in missing for t in stack]) for stack in todo]
     with ctx.Pool(workers, worker.init, (_threads(study), steps_done)) as pool:
-        results = pool.imap_unordered(worker.run_task, todo, chunksize=1)
+        results = pool.imap_unordered(worker.run_task, jobs, chunksize=1)
         for _ in todo:
             while True:
                 try:

@@ -61,9 +61,10 @@ def set_threads(threads: int | None) -> None:
         torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
-def run_task(tasks: list[Task]) -> list[tuple[str, dict]]:
-    """The pool's entry point: run a stack (or one run), save each run as it ends, and count
-    steps for the parent's progress line (a stack's step counts once per run in it)."""
+def run_task(job: tuple[list[Task], list[bool]]) -> list[tuple[str, dict]]:
+    """The pool's entry point: train a stack (or one run), save the runs it is to `keep`, and
+    count steps for the parent's progress line (a stack's step counts once per run in it)."""
+    tasks, keep = job
     reported = 0
 
     def on_step(steps_done: int) -> None:
@@ -72,19 +73,22 @@ def run_task(tasks: list[Task]) -> list[tuple[str, dict]]:
             _steps_done.value += steps_done - reported
         reported = steps_done
 
-    records = execute(tasks, on_step if _steps_done is not None else None)
-    return [(t.path, r) for t, r in zip(tasks, records)]
+    records = execute(tasks, on_step if _steps_done is not None else None, keep)
+    return [(t.path, r) for t, r in zip(tasks, records) if r is not None]
 
 
-def execute(tasks: list[Task], on_step=None) -> list[dict]:
-    """Run `tasks` (one run, or a stack's runs) and save each; `on_step(steps_done)` now and
-    then, with the training steps done so far summed over the runs."""
+def execute(tasks: list[Task], on_step=None, keep: list[bool] | None = None) -> list[dict | None]:
+    """Run `tasks` (one run, or a stack's runs) and save each that `keep` says (default: all);
+    returns those runs' records, None for the others. `on_step(steps_done)` now and then, with
+    the training steps done so far summed over the runs."""
+    keep = keep or [True] * len(tasks)
     records = run(tasks[0], _every(on_step)) if len(tasks) == 1 else run_stack(tasks, on_step)
-    for task, rec in zip(tasks, records):
-        save(task.path, rec)
+    for task, rec, wanted in zip(tasks, records, keep):
+        if wanted:
+            save(task.path, rec)
     if on_step is not None:
         on_step(sum(t.train.steps for t in tasks))  # a diverged run's steps count as done
-    return records
+    return [rec if wanted else None for rec, wanted in zip(records, keep)]
 
 
 def _every(on_step):
