@@ -279,6 +279,7 @@ BAD = {
     "no seeds": (_delete("settings", "seeds"), "settings.seeds is missing"),
     "seed a string": (_set(["0"], "settings", "seeds"), "settings.seeds[0] is a string"),
     "steps true": (_set(True, "settings", "train", "steps"), "not an integer"),
+    "stack a string": (_set("5", "settings", "stack"), "settings.stack is a string"),
     "designs an object": (_set({}, "designs"), "designs is an object, not a list"),
     "no designs": (_set([], "designs"), "designs is empty"),
     "params a string": (_set("432", "designs", 0, "params"), "designs[0].params is a string"),

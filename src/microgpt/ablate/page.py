@@ -20,17 +20,17 @@ from microgpt import __version__, tensorfile
 from microgpt.ablate.plan import Level
 from microgpt.ablate.readback import Results
 from microgpt.ablate.report import (
-    EFFECTS_NOTE,
     RATES_NOTE,
-    SPEED_NOTE,
     SWEPT,
     attention_note,
     comparison_label,
     comparison_title,
     diverged_note,
+    effects_note,
     growth_note,
     logit_cell,
     scaling_question,
+    speed_note,
     spread_note,
     sweep_note,
 )
@@ -258,7 +258,8 @@ def _level_section(results: Results, level, name: str, several: bool, first: boo
         if effects:
             out.append("<h3>Factorial effects</h3>")
             if first:
-                out.append(f"<p class=note>{_e(EFFECTS_NOTE)}</p>")
+                sweep = results.lr_sweep is not None
+                out.append(f"<p class=note>{_e(effects_note(sweep))}</p>")
             out.append(_comparison_table(effects, name, "effect"))
     out.append("</section>")
     return "\n".join(out)
@@ -357,7 +358,8 @@ def _design_table(results: Results, rows: list[dict], name: str, first: bool) ->
         body.append(f"<tr>{''.join(cells)}</tr>")
     if not first:
         return _table("designs", head, body)
-    note = f"{name}: the baseline of every comparison. " + spread_note(results.seeds) + SPEED_NOTE
+    note = f"{name}: the baseline of every comparison. " + spread_note(results.seeds)
+    note += speed_note(results.settings.get("stack", 1))
     return _table("designs", head, body) + f"\n<p class=note>{_e(note)}</p>"
 
 

@@ -89,6 +89,7 @@ SCHEMA = {
         "baseline": dict,
         "model": dict,
         "train": {"steps": int},
+        "stack": May(int),  # the stack size (1: every run alone); absent before stacks
     },
     "environment": dict,
     "designs": [

@@ -565,14 +565,23 @@ def _table(study: Study, rows: list[dict]) -> list[str]:
             c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
         ).rstrip()
 
-    note = f"* {_baseline_name(study)} design. " + spread_note(study.seeds) + SPEED_NOTE
+    note = f"* {_baseline_name(study)} design. " + spread_note(study.seeds)
+    note += speed_note(study.stack)
     return [line(header), "-" * len(line(header)), *map(line, cells), *textwrap.wrap(note, 100)]
 
 
-SPEED_NOTE = (
-    "steps/s, tokens/s (training loop only) and wall s (one run: data, training, validation) "
-    "are means over seeds."
-)
+def speed_note(stack: int) -> str:
+    """What the speed columns mean; `stack`: the study's stack size (1: every run alone)."""
+    note = (
+        "steps/s, tokens/s (training loop only) and wall s (one run: data, training, "
+        "validation) are means over seeds."
+    )
+    if stack > 1:
+        note += (
+            " Runs trained in a stack share its steps: their steps/s and tokens/s are the "
+            "stack's pace, and wall s the stack's wall time over its runs."
+        )
+    return note
 
 
 def spread_note(seeds) -> str:
@@ -613,7 +622,7 @@ def _comparisons(study: Study, summary: dict, level: Level) -> list[str]:
     effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
     lines += _comparison_rows(differences)
     if effects:
-        lines += [""] + textwrap.wrap(EFFECTS_NOTE, 100)
+        lines += [""] + textwrap.wrap(effects_note(study.sweep), 100)
         lines += _comparison_rows(effects)
     return lines
 
@@ -640,13 +649,14 @@ def comparison_title(n: int, adjustment: dict, name: str, sweep: bool = False) -
     return f"{what}, paired by seed: mean, 95% t-interval ({dof}) and p-value."
 
 
-EFFECTS_NOTE = (
-    "Factorial effects on val loss (in a sweep: the report-half loss at each design's best "
-    "lr), per seed and averaged over the other switches: a main "
-    "effect is the mean over the designs with that switch changed minus over those "
-    "without; an interaction X × Y is X's effect with Y changed minus X's effect "
-    "without Y changed."
-)
+def effects_note(sweep: bool) -> str:
+    on = "the report-half loss at each design's best lr" if sweep else "val loss"
+    return (
+        f"Factorial effects on {on}, per seed and averaged over the other switches: a main "
+        "effect is the mean over the designs with that switch changed minus over those "
+        "without; an interaction X × Y is X's effect with Y changed minus X's effect "
+        "without Y changed."
+    )
 
 
 def _comparison_rows(comparisons: list[dict]) -> list[str]:
