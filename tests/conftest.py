@@ -12,6 +12,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the naive model (naive_gpt.py) lives here
 
 
+@pytest.fixture(scope="module")
+def names(tmp_path_factory):
+    """The first 120 bundled names as a file: a study's small, real input."""
+    from microgpt.data import read_documents
+
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(read_documents()[:120]) + "\n")
+    return str(path)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """`microgpt *argv` in this process: its exit status, stdout and stderr."""
+    import contextlib
+    import io
+
+    from microgpt.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture
 def names_head():
     """The first 200 bundled names: small, real data."""

@@ -1,6 +1,5 @@
 """`microgpt ablate` end to end on a tiny config: files, table, pairing, resume, --jobs, flags."""
 
-import contextlib
 import csv
 import io
 import json
@@ -8,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from microgpt.ablate.plan import designs_of, parse_vary
 from microgpt.ablate.progress import RunsProgress
@@ -29,19 +29,7 @@ RUN_KEYS = {
 
 
 def ablate(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["ablate", *argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    from microgpt.data import read_documents
-
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(read_documents()[:120]) + "\n")
-    return str(path)
+    return run_cli("ablate", *argv)
 
 
 @pytest.fixture(scope="module")

@@ -271,15 +271,6 @@ def test_a_killed_rank_stops_training_quickly_and_the_run_resumes(tmp_path, caps
 
 
 @pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    from microgpt.data import read_documents
-
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(read_documents()[:120]) + "\n")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, names):
     """The study in one process: its folder."""
     out = tmp_path_factory.mktemp("one") / "study"

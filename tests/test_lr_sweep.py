@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from test_report_html import Page, browser, check_layout, look
 
 from microgpt.ablate import readback
@@ -29,19 +30,7 @@ TINY += ["--last-n", "3", "--jobs", "1"]
 
 
 def ablate(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["ablate", *argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    from microgpt.data import read_documents
-
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(read_documents()[:120]) + "\n")
-    return str(path)
+    return run_cli("ablate", *argv)
 
 
 def results(folder: Path) -> dict:

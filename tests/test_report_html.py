@@ -4,7 +4,6 @@ folders refused in one line, and in a real browser (headless Chromium) at a lapt
 every plot decodes and shows, and nothing scrolls sideways."""
 
 import base64
-import contextlib
 import io
 import json
 import os
@@ -18,9 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from microgpt.ablate.page import png_size
-from microgpt.cli import main
 
 TINY = ["--mode", "scalar", "--seeds", "2", "--jobs", "2", "--steps", "20", "--val-docs", "5"]
 TINY += ["--n-head", "1", "--block-size", "6", "--last-n", "5"]
@@ -28,20 +27,7 @@ WIDTH = 1280  # a laptop's browser window
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    from microgpt.data import read_documents
-
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(read_documents()[:120]) + "\n")
-    return str(path)
+run = run_cli  # microgpt in this process: (exit status, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
