@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["TensorGPT"]
 
 INSTALL_HINT = (
-    "tensor mode needs PyTorch: pip install 'microgpt[tensor]' (see README: installing torch)"
+    "tensor mode needs PyTorch: pip install 'microgpt[tensor]' (see docs/tensor.md)"
 )
 
 
