@@ -95,9 +95,12 @@ class Value:
                     build_topo(child)
                 topo.append(v)
 
-        if sys.getrecursionlimit() < 100_000:  # deep graphs: wide layers, long documents
-            sys.setrecursionlimit(100_000)
-        build_topo(self)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 100_000))  # deep graphs: wide layers, long documents
+        try:
+            build_topo(self)
+        finally:  # a raised limit left behind lets C code (json) overflow the stack instead
+            sys.setrecursionlimit(limit)
         self.grad = 1
         for v in reversed(topo):
             for child, local_grad in zip(v._children, v._local_grads):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,14 +306,23 @@ class Results:
         return [r for r in self.runs if r["design"] == design and r["level"] == flags]
 
 
+JSON_DEPTH = 5000  # the recursion limit while parsing: far deeper than any results.json
+
+
 def parse(data: bytes, where: str | Path) -> Results:
     """A results.json's bytes, checked; `where` names the file in the errors."""
+    # json's C decoder recurses once per nesting level, bounded by the recursion limit: under
+    # a limit someone raised (a test's, say) a deeply nested file would overflow the C stack
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(min(limit, JSON_DEPTH))
     try:
         doc = json.loads(data)
     except RecursionError:
         raise UserError(f"{where} is nested too deeply to be a results.json") from None
     except ValueError as e:  # not JSON, or not UTF-8
         raise UserError(f"{where} is not JSON ({e})") from None
+    finally:
+        sys.setrecursionlimit(limit)
     doc = _unicode(doc)
     try:
         if not isinstance(doc, dict):

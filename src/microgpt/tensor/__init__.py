@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TensorGPT"]
 
-INSTALL_HINT = (
-    "tensor mode needs PyTorch: pip install 'microgpt[tensor]' (see docs/tensor.md)"
-)
+INSTALL_HINT = "tensor mode needs PyTorch: pip install 'microgpt[tensor]' (see docs/tensor.md)"
 
 
 def __getattr__(name: str):
