@@ -388,6 +388,28 @@ def test_a_diverged_run_ends_alone_and_its_stack_goes_on(tmp_path, names):
     assert rc == 0 and "reusing 4 finished runs" in stdout
 
 
+def test_stacks_that_would_not_fit_in_memory_are_split_with_a_line(tmp_path, names, monkeypatch):
+    pytest.importorskip("torch")
+    from microgpt.ablate import runner
+    from microgpt.ablate.plan import run_bytes
+
+    one_run = run_bytes(dict(n_layer=1, n_embd=4, n_head=1, block_size=6), 27, _train(), "float32")
+    monkeypatch.setattr(runner, "free_memory", lambda device: 2 * one_run)  # two runs at once
+    out = tmp_path / "study"
+    rc, stdout, stderr = ablate("--seeds", "4", "--vary", "qk_norm", "--jobs", "1",
+                                "--input", names, "--out", str(out), *TINY)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    assert "more than the" in stdout and "splitting them into stacks of 2" in stdout
+    sizes = [json.loads(p.read_text())["stack_size"] for p in out.glob("run-*.json")]
+    assert sorted(sizes) == [2] * 8
+
+
+def _train():
+    from microgpt.config import TrainConfig
+
+    return TrainConfig(steps=6, batch_size=1)
+
+
 def test_a_partly_saved_stack_is_trained_whole_and_gives_the_same_bits(tmp_path, names):
     """Float32, where a run's last digits depend on its stack: the runs a resumed study lacks
     come out bit for bit as in the uninterrupted study, and the saved ones stay untouched."""
