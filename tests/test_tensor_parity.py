@@ -85,12 +85,7 @@ def test_training_steps_match_scalar_mode(n_layer, design):
         got_loss = t.compute_grad(docs).item()
         assert abs(got_loss - want_loss) <= REL * abs(want_loss), (step, got_loss, want_loss)
         assert_matrices_close(t.layout.to_lists(t.grad), want_grads, f"step {step} gradient")
-        s._adam(lr)
-        t.step += 1
-        t.adam.update(lr, t.step)
-        got_state, want_state = t.export_state(), s.export_state()
-        for key in ("weights", "adam_m", "adam_v"):
-            assert_matrices_close(got_state[key], want_state[key], f"step {step} {key}")
+        adam_step_both(s, t, lr, step)
     assert t.step == s.step == len(batches)
 
 
@@ -175,12 +170,7 @@ def test_z_loss_steps_match_scalar_mode(design, loss_average):
         weights = s.export_state()["weights"]
         plain = ScalarGPT(config, weights, replace(tc, z_loss=0.0))
         assert want_loss - plain.batch_loss(docs).data > 0.01
-        s._adam(lr)
-        t.step += 1
-        t.adam.update(lr, t.step)
-        got_state, want_state = t.export_state(), s.export_state()
-        for key in ("weights", "adam_m", "adam_v"):
-            assert_matrices_close(got_state[key], want_state[key], f"step {step} {key}")
+        adam_step_both(s, t, lr, step)
     docs = random_docs(rng, 5)
     plain = ScalarGPT(config, s.export_state()["weights"], replace(tc, z_loss=0.0))
     assert s.eval_loss(docs) == plain.eval_loss(docs)
@@ -251,3 +241,14 @@ def test_diagnostics_match_the_naive_model(design, monkeypatch):
     assert logit_max == pytest.approx(max(outputs), rel=1e-12)
     if design.get("qk_norm"):  # q and k RMS-normed per head: |q·k| / sqrt(D) <= sqrt(D)
         assert largest <= config.head_dim**0.5
+
+
+def adam_step_both(s, t, lr: float, step: int) -> None:
+    """One Adam update of the scalar model `s` and the tensor model `t` from their gradients;
+    then their weights and moments must agree."""
+    s._adam(lr)
+    t.step += 1
+    t.adam.update(lr, t.step)
+    got_state, want_state = t.export_state(), s.export_state()
+    for key in ("weights", "adam_m", "adam_v"):
+        assert_matrices_close(got_state[key], want_state[key], f"step {step} {key}")
