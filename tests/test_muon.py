@@ -393,6 +393,12 @@ def test_muon_resumes_exactly_with_its_momentum(tmp_path):
     )
     assert len(losses_full) == 20 and losses_resumed == losses_full
     assert summary_resumed["samples"] == summary_full["samples"]
+    samples = []  # either mode samples a Muon checkpoint: sampling needs no optimizer
+    for mode in (["--mode", "scalar"], ["--mode", "tensor", "--dtype", "float64"]):
+        rc, out, err = run_cli("sample", "--checkpoint", str(ckpt), *mode, "--num-samples", "5")
+        assert rc == 0, err
+        samples.append(out)
+    assert samples[0] == samples[1] and len(samples[0].splitlines()) == 5
 
 
 def without_optimizer_fields(path) -> None:

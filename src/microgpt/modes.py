@@ -26,10 +26,10 @@ __all__ = [
 class GPT(Protocol):
     mode: str
     config: ModelConfig
-    step: int  # Adam updates done so far
+    step: int  # optimizer updates done so far
 
     def train_step(self, docs: list[list[int]], lr: float) -> float:
-        """One Adam update on encoded documents (`[BOS] + ids + [BOS]` each); returns the loss
+        """One optimizer update on encoded documents (`[BOS] + ids + [BOS]` each); returns the loss
         before the update: the mean over documents of each document's mean loss."""
 
     def eval_loss(self, docs: list[list[int]]) -> float:
