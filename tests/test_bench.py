@@ -45,3 +45,15 @@ def test_stack_speed_runs():
         assert set(scenario["stacks"]) == {"1", "3"}
         assert all(row["vs_solo"] > 0 for row in scenario["stacks"].values())
     assert "goal" not in summary  # R = 20 was not measured
+
+
+def test_muon_speed_runs():
+    pytest.importorskip("torch")
+    flags = ["--scenarios", "stack20,solo", "--repeats", "1", "--steps-scale", "0.02"]
+    out = run("bench/muon_speed.py", *flags, "--scalar-steps", "2")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary["scenarios"]) == {"stack20", "solo"}
+    for scenario in summary["scenarios"].values():
+        assert all(ms > 0 for ms in scenario["ms"].values())
+    assert summary["scalar"]["steps_per_s"]["muon"] > 0
+    assert summary["goal"]["scenario"] == "stack20"

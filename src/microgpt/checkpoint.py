@@ -1,14 +1,19 @@
 """Checkpoints: one safetensors file that both modes read and write.
 
 Tensors (float64, exact for every mode and dtype): the weights under their model names
-(`wte`, `layer0.attn_wq`, ...), Adam's moments as `adam_m.<name>` and `adam_v.<name>`, and
-the per-step training losses and learning rates so far as `train_losses` and `train_lrs`.
+(`wte`, `layer0.attn_wq`, ...), Adam's moments as `adam_m.<name>` and `adam_v.<name>`, with
+`--optimizer muon` Muon's momentum of its matrices as `momentum.<name>`, and the per-step
+training losses and learning rates so far as `train_losses` and `train_lrs`.
 Metadata (JSON strings): the format and its version, the model and training configs, the
 vocabulary, the step, the RNG state, the mode that wrote it, a fingerprint of the documents, so
 that a resume can check it continues on the same data, and the held-out evaluations so far
 (`evals`), so that a resumed run's metrics are the whole run's. Checkpoints written before
 `train_lrs` and `evals` existed read with the learning rates recomputed from their own schedule
-and no evaluations.
+and no evaluations; those written before `optimizer` existed read as AdamW's, which they are.
+
+A checkpoint with Muon's state is format version 3, so that a microgpt that does not know
+Muon refuses it rather than resume it with Adam; every other checkpoint is still version 2,
+which such a microgpt reads as before.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ from microgpt import tensorfile
 from microgpt.config import SWITCHES, ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.init import Matrix
+from microgpt.muon import muon_matrices
 from microgpt.schedule import lr_at
 
 FORMAT = "microgpt-checkpoint"
 VERSION = 2  # 2: the model config names every design switch; 1: only the first two
-READS = ("1", "2")  # a version-1 checkpoint's missing switches take their reference values
+MUON_VERSION = 3  # 3: version 2 with Muon's momentum (written by --optimizer muon alone)
+READS = ("1", "2", "3")  # a version-1 checkpoint's missing switches take their reference values
 MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key: name prefix
+MUON_GROUPS = {"momentum": "momentum."}  # with --optimizer muon, of Muon's matrices alone
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,8 @@ class Checkpoint:
     train: TrainConfig
     chars: str  # the vocabulary, BOS excluded (a stream's has none)
     step: int  # training steps done
-    state: dict[str, dict[str, Matrix]]  # {"weights" | "adam_m" | "adam_v": {name: rows}}
+    state: dict[str, dict[str, Matrix]]  # {"weights" | "adam_m" | "adam_v": {name: rows}},
+    # and with Muon "momentum": {name: rows} of Muon's matrices
     losses: list[float]  # per-step training loss of steps 1..step
     lrs: list[float]  # the learning rate of steps 1..step (an extended run changed schedule)
     rng_state: tuple  # random.Random.getstate() after the weight draws
@@ -50,7 +59,8 @@ class Checkpoint:
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     tensors = {}
-    for key, prefix in GROUPS.items():
+    muon = ckpt.train.optimizer == "muon"
+    for key, prefix in (GROUPS | MUON_GROUPS if muon else GROUPS).items():
         for name, rows in ckpt.state[key].items():
             tensors[prefix + name] = ([len(rows), len(rows[0])], [x for row in rows for x in row])
     tensors["train_losses"] = ([len(ckpt.losses)], list(ckpt.losses))
@@ -58,7 +68,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     version, internal, gauss_next = ckpt.rng_state
     metadata = {
         "format": FORMAT,
-        "version": str(VERSION),
+        "version": str(MUON_VERSION if muon else VERSION),
         "model_config": json.dumps(ckpt.model.to_dict()),
         "train_config": json.dumps(ckpt.train.to_dict()),
         "chars": json.dumps(ckpt.chars),
@@ -116,7 +126,7 @@ def loads(blob: bytes, path: str | Path) -> Checkpoint:
             train=train,
             chars=json.loads(meta["chars"]),
             step=int(meta["step"]),
-            state=_unpack_state(tensors, model),
+            state=_unpack_state(tensors, model, train),
             losses=losses,
             lrs=lrs,
             rng_state=(version, tuple(internal), gauss_next),
@@ -153,10 +163,17 @@ def _check_switches(path: Path, model: dict) -> None:
         )
 
 
-def _unpack_state(tensors: dict, model: ModelConfig) -> dict[str, dict[str, Matrix]]:
-    state: dict[str, dict[str, Matrix]] = {key: {} for key in GROUPS}
-    for name, (rows, cols) in model.param_shapes().items():
-        for key, prefix in GROUPS.items():
+def _unpack_state(
+    tensors: dict, model: ModelConfig, train: TrainConfig
+) -> dict[str, dict[str, Matrix]]:
+    shapes = model.param_shapes()
+    groups = {key: (prefix, list(shapes)) for key, prefix in GROUPS.items()}
+    if train.optimizer == "muon":
+        groups["momentum"] = (MUON_GROUPS["momentum"], muon_matrices(shapes))
+    state: dict[str, dict[str, Matrix]] = {key: {} for key in groups}
+    for key, (prefix, names) in groups.items():
+        for name in names:
+            rows, cols = shapes[name]
             shape, flat = tensors[prefix + name]
             if list(shape) != [rows, cols]:
                 raise ValueError(

@@ -219,6 +219,9 @@ class TrainConfig:
     eval_every: int = 0  # evaluate on held-out data every K steps; 0: only at the end
     eval_docs: int | None = None  # held-out documents (windows) of the per-token loss; None: all,
     # 0: no per-token evaluation
+    optimizer: str = "adamw"  # adamw: Adam (AdamW with weight_decay) on every weight matrix |
+    # muon: Muon on the hidden matrices, AdamW on the embeddings and head (`microgpt.muon`)
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum (Keller Jordan's default)
 
     def __post_init__(self) -> None:
         _positive_int("--steps", self.steps)
@@ -290,6 +293,14 @@ class TrainConfig:
             _finite(self.dropout) and 0 <= self.dropout < 1,
             f"--dropout must be in [0, 1), got {self.dropout!r}",
         )
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
+        _require(
+            _finite(self.muon_momentum) and 0 <= self.muon_momentum < 1,
+            f"--muon-momentum must be in [0, 1), got {self.muon_momentum!r}",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,6 +313,7 @@ class TrainConfig:
 
 
 DATA_KINDS = ("lines", "stream")
+OPTIMIZERS = ("adamw", "muon")
 LOSS_AVERAGES = ("document", "token")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from microgpt.config import SWITCHES, ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import OPTIMIZERS, SWITCHES, ModelConfig, TensorOptions, TrainConfig
 from microgpt.errors import UserError
 
 MODES = ("scalar", "tensor")
@@ -148,7 +148,18 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
         "--batch-size", metavar="B", type=int_at_least(1), help="documents per step (default 1)"
     )
     g.add_argument(
-        "--learning-rate", metavar="LR", type=number, help="peak Adam learning rate (0.01)"
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="adamw: Adam, AdamW with --weight-decay, on every weight (default); muon: Muon "
+        "(momentum, then Newton-Schulz orthogonalisation) on the hidden matrices and AdamW on "
+        "the embeddings and head, both at one learning rate (scalar mode for now)",
+    )
+    g.add_argument(
+        "--learning-rate",
+        metavar="LR",
+        type=number,
+        help="peak learning rate (0.01); with muon, of both groups: a Muon update is scaled to "
+        "an RMS of about 0.2, that of an AdamW update",
     )
     g.add_argument(
         "--lr-schedule",
@@ -164,10 +175,16 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g.add_argument("--beta1", metavar="B", type=number, help="Adam's beta1 (0.85)")
     g.add_argument("--beta2", metavar="B", type=number, help="Adam's beta2 (0.99)")
     g.add_argument(
+        "--muon-momentum",
+        metavar="B",
+        type=number,
+        help="Muon's Nesterov momentum (0.95); --optimizer muon only",
+    )
+    g.add_argument(
         "--weight-decay",
         metavar="W",
         type=number,
-        help="decoupled weight decay (AdamW) on every weight matrix (0)",
+        help="decoupled weight decay (AdamW's) on every weight matrix, with either optimizer (0)",
     )
     g.add_argument(
         "--grad-clip",

@@ -26,10 +26,10 @@ __all__ = [
 class GPT(Protocol):
     mode: str
     config: ModelConfig
-    step: int  # Adam updates done so far
+    step: int  # optimizer updates done so far
 
     def train_step(self, docs: list[list[int]], lr: float) -> float:
-        """One Adam update on encoded documents (`[BOS] + ids + [BOS]` each); returns the loss
+        """One optimizer update on encoded documents (`[BOS] + ids + [BOS]` each); returns the loss
         before the update: the mean over documents of each document's mean loss."""
 
     def eval_loss(self, docs: list[list[int]]) -> float:
@@ -44,10 +44,11 @@ class GPT(Protocol):
         """Next-token logits after the context `tokens` (1 to block_size tokens)."""
 
     def export_state(self) -> dict[str, dict[str, Matrix]]:
-        """{"weights": ..., "adam_m": ..., "adam_v": ...}, each `name: rows of floats`."""
+        """{"weights": ..., "adam_m": ..., "adam_v": ...}, each `name: rows of floats`; with
+        --optimizer muon also "momentum", of Muon's matrices (`microgpt.muon`) alone."""
 
     def load_state(self, state: dict[str, dict[str, Matrix]], step: int) -> None:
-        """Set weights and Adam moments (from export_state or a checkpoint) and the step."""
+        """Set weights and optimizer state (from export_state or a checkpoint) and the step."""
 
 
 def make_gpt(
@@ -76,9 +77,14 @@ def make_gpt(
 
 def check_train_options(mode: str, train: TrainConfig) -> None:
     """Raise the UserError for a training option that `mode` lacks (dropout is tensor mode's
-    alone); make_gpt calls it, and a command can call it before it prints anything."""
+    alone, and for now Muon scalar mode's) or that the optimizer does not take; make_gpt calls
+    it, and a command can call it before it prints anything."""
     if mode == "scalar" and train.dropout > 0:
         raise UserError("--dropout applies to --mode tensor only")
+    if train.optimizer != "muon" and train.muon_momentum != TrainConfig.muon_momentum:
+        raise UserError("--muon-momentum applies to --optimizer muon")
+    if mode == "tensor" and train.optimizer == "muon":  # `microgpt.tensor.muon`: not wired yet
+        raise UserError("--optimizer muon runs in --mode scalar for now: tensor mode lacks it")
 
 
 def check_tensor_options(options: TensorOptions) -> str:

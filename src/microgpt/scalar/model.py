@@ -1,4 +1,4 @@
-"""microGPT on the scalar engine: the model, its loss and Adam, one position at a time.
+"""microGPT on the scalar engine: the model, its loss, Adam and Muon, one position at a time.
 
 Reads beside REFERENCE.md: the forward for one token at position `pos` appends its keys and
 values to a per-layer cache, so attention is causal by construction. Names and the order of
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from microgpt.config import GRAD_CLIP_EPS, ModelConfig, TrainConfig
 from microgpt.data import training_pairs
 from microgpt.init import Matrix
+from microgpt.muon import muon_matrices, newton_schulz, update_scale
 from microgpt.rope import rope_tables
 from microgpt.scalar.engine import Tape, Value, cross_entropy, dot, linear, no_grad, vsum
 
@@ -107,7 +108,14 @@ class ScalarGPT:
         self.params = [p for m in self.weights.values() for row in m for p in row]
         self.adam_m = [0.0] * len(self.params)  # Adam's moments, one per parameter, same order
         self.adam_v = [0.0] * len(self.params)
-        self.step = 0  # Adam updates done so far
+        # --optimizer muon (the one read of it): Muon's matrices and their momentum; Adam keeps
+        # the other parameters (all of them with adamw), `adam_index` their places in `params`
+        self.muon_names = muon_matrices(config.param_shapes()) if train.optimizer == "muon" else []
+        self.momentum = {name: _zeros(weights[name]) for name in self.muon_names}
+        muon = {id(p) for name in self.muon_names for row in self.weights[name] for p in row}
+        self.adam_index = [i for i, p in enumerate(self.params) if id(p) not in muon]
+        self.adam_params = [self.params[i] for i in self.adam_index]
+        self.step = 0  # optimizer updates done so far
         self.last_grad_norm: float | None = None  # before clipping; kept only when clipping
         self.activation = ACTIVATIONS[config.mlp_activation]  # the one read of mlp_activation
         self.rope = None  # (cos, sin), each (block_size, head_dim / 2), with RoPE
@@ -207,38 +215,77 @@ class ScalarGPT:
         with Tape() as tape:
             loss = self.batch_loss(docs)
         tape.backward(loss)
-        self._adam(lr)
+        if self.muon_names:
+            self._muon(lr)
+        else:
+            self._adam(lr)
         return loss.data
 
-    def _adam(self, lr: float) -> None:
+    def _adam(self, lr: float, scale: float | None = None) -> None:
         """Adam, or AdamW with weight decay, on gradients clipped to a global norm if asked:
 
         g <- g * min(1, clip / (|g| + 1e-6)), |g| the L2 norm of all gradients together;
         p <- p * (1 - lr * weight_decay);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g²;
-        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+
+        On every parameter, or with Muon (`_muon`, which has counted the step and computed the
+        clip's `scale`) on the embeddings and head."""
         tc = self.train_config
-        self.step += 1
+        if scale is None:
+            self.step += 1
+            scale = self._clip_scale() if tc.grad_clip > 0 else 1.0
         b1, b2, eps = tc.beta1, tc.beta2, tc.eps
         one_minus_b1, one_minus_b2 = 1 - b1, 1 - b2
         m_correction, v_correction = 1 - b1**self.step, 1 - b2**self.step
         ms, vs = self.adam_m, self.adam_v
-        scale = self._clip_scale() if tc.grad_clip > 0 else 1.0
         decay = 1 - lr * tc.weight_decay
         if scale == 1.0 and decay == 1.0:  # the reference's Adam: no extra work per parameter
-            for i, p in enumerate(self.params):
+            for i, p in zip(self.adam_index, self.adam_params):
                 g = p.grad
                 ms[i] = m = b1 * ms[i] + one_minus_b1 * g
                 vs[i] = v = b2 * vs[i] + one_minus_b2 * g**2
                 p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + eps)
                 p.grad = 0.0
             return
-        for i, p in enumerate(self.params):
+        for i, p in zip(self.adam_index, self.adam_params):
             g = p.grad * scale
             ms[i] = m = b1 * ms[i] + one_minus_b1 * g
             vs[i] = v = b2 * vs[i] + one_minus_b2 * g**2
             p.data *= decay
             p.data -= lr * (m / m_correction) / ((v / v_correction) ** 0.5 + eps)
             p.grad = 0.0
+
+    def _muon(self, lr: float) -> None:
+        """Muon (`microgpt.muon`) on each hidden matrix W, then AdamW on the rest, all from
+        one gradient clipped to its global norm (the norm of every weight's gradient):
+
+        G <- G * min(1, clip / (|g| + 1e-6));  buf <- beta buf + (1 - beta) G;
+        U <- (1 - beta) G + beta buf;  O <- newton_schulz(U);
+        W <- W * (1 - lr * weight_decay) - lr * 0.2 sqrt(max(rows, cols)) * O."""
+        tc = self.train_config
+        self.step += 1
+        scale = self._clip_scale() if tc.grad_clip > 0 else 1.0
+        beta = tc.muon_momentum
+        one_minus_beta = 1 - beta
+        decay = 1 - lr * tc.weight_decay
+        for name in self.muon_names:
+            W, buf = self.weights[name], self.momentum[name]
+            U = []
+            for w_row, buf_row in zip(W, buf):
+                u_row = []
+                for j, p in enumerate(w_row):
+                    g = p.grad * scale
+                    buf_row[j] = b = beta * buf_row[j] + one_minus_beta * g
+                    u_row.append(one_minus_beta * g + beta * b)
+                    p.grad = 0.0
+                U.append(u_row)
+            O = newton_schulz(U)
+            step_size = lr * update_scale(len(W), len(W[0]))
+            for w_row, o_row in zip(W, O):
+                for p, o in zip(w_row, o_row):
+                    p.data *= decay
+                    p.data -= step_size * o
+        self._adam(lr, scale)
 
     def _clip_scale(self) -> float:
         """min(1, clip / (|g| + 1e-6)) as torch.nn.utils.clip_grad_norm_; keeps |g|."""
@@ -277,18 +324,27 @@ class ScalarGPT:
     # state, for checkpoints ---------------------------------------------------------------------
 
     def export_state(self) -> dict[str, dict[str, Matrix]]:
+        """Weights and Adam's moments of every matrix (with Muon, the moments of its matrices
+        stay 0), and with Muon its momentum, `momentum`, of its matrices alone."""
         flat = {
             "weights": [p.data for p in self.params],
             "adam_m": self.adam_m,
             "adam_v": self.adam_v,
         }
-        return {key: self._unflatten(values) for key, values in flat.items()}
+        state = {key: self._unflatten(values) for key, values in flat.items()}
+        if self.muon_names:
+            state["momentum"] = {name: [list(r) for r in m] for name, m in self.momentum.items()}
+        return state
 
     def load_state(self, state: dict[str, dict[str, Matrix]], step: int) -> None:
         for p, w in zip(self.params, self._flatten(state["weights"])):
             p.data = w
         self.adam_m = self._flatten(state["adam_m"])
         self.adam_v = self._flatten(state["adam_v"])
+        self.momentum = {
+            name: [[float(x) for x in row] for row in state["momentum"][name]]
+            for name in self.muon_names
+        }
         self.step = step
 
     def _flatten(self, matrices: dict[str, Matrix]) -> list[float]:
@@ -301,3 +357,7 @@ class ScalarGPT:
             out[name] = [flat[i + r * cols : i + (r + 1) * cols] for r in range(len(m))]
             i += len(m) * cols
         return out
+
+
+def _zeros(m: Matrix) -> Matrix:
+    return [[0.0] * len(row) for row in m]
