@@ -481,8 +481,9 @@ def test_the_browser_shows_the_page_at_1280_px(study, tmp_path):
 
 def synthetic_study(folder: Path, vary: list[str], seeds=(0, 1, 2), steps=40) -> None:
     """results.json of made-up runs, through the real summary and JSON of `microgpt ablate`."""
+    from microgpt.ablate.analysis import summarize
     from microgpt.ablate.plan import Study, parse_vary
-    from microgpt.ablate.report import results_json, summarize
+    from microgpt.ablate.results import to_json
     from microgpt.config import ModelConfig, TrainConfig
     from microgpt.flags import SIZE_FLAGS
 
@@ -509,7 +510,7 @@ def synthetic_study(folder: Path, vary: list[str], seeds=(0, 1, 2), steps=40) ->
         })  # fmt: skip
     summary = summarize(study, tasks, records)
     env = {"microgpt": "0.1.0", "platform": "Linux-" + "x" * 120, "cpu": "a CPU"}
-    (folder / "results.json").write_bytes(results_json(study, tasks, records, summary, env))
+    (folder / "results.json").write_bytes(to_json(study, tasks, records, summary, env))
 
 
 def test_a_wide_study_does_not_scroll_sideways(tmp_path):

@@ -1,4 +1,4 @@
-"""A study's pictures, drawn from its checked results.json (`readback.Results`), so that
+"""A study's pictures, drawn from its checked results.json (`results.Results`), so that
 `microgpt ablate` and `microgpt report` draw the same. matplotlib is optional and imported here
 only, drawing with the Agg canvas directly (no pyplot, no global backend switch).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 
-from microgpt.ablate.readback import Results
+from microgpt.ablate.results import Results
 from microgpt.ablate.stats import mean, sample_std
 
 MISSING = "matplotlib is not installed: skipped loss_curves.png (pip install 'microgpt[plot]')"
