@@ -412,7 +412,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ckpt = checkpoint.load(args.checkpoint)
     args.mode = args.mode or ckpt.mode
     sampler = Sampler(args, ckpt.train.data, Tokenizer.for_data(ckpt.chars, ckpt.train.data))
-    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], ckpt.train, tensor_options(args))
+    # sampling only runs the forward: a training-only option of the run that wrote the
+    # checkpoint (dropout, tensor mode's alone) must not stop the other mode from sampling it
+    train = replace(ckpt.train, dropout=0.0)
+    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], train, tensor_options(args))
     rng = random.Random(args.seed)
     if args.seed is None:
         rng.setstate(ckpt.rng_state)
