@@ -93,6 +93,22 @@ def test_sample_a_checkpoint_in_either_mode(tmp_path, capsys):
     assert len(outputs[0].splitlines()) == 8
 
 
+def test_scalar_mode_samples_a_checkpoint_trained_with_dropout(tmp_path, capsys):
+    """Dropout is a training option of tensor mode alone: it must not stop scalar mode from
+    sampling the checkpoint, and both modes draw the same names from it."""
+    ckpt = tmp_path / "c.safetensors"
+    flags = ["--mode", "tensor", "--dtype", "float64", "--dropout", "0.1"]
+    args = ["train", *flags, "--steps", "30", *SMALL, "--num-samples", "0", "--out", str(ckpt)]
+    assert main(args) == 0
+    capsys.readouterr()
+    outputs = []
+    for mode in (["--mode", "scalar"], ["--mode", "tensor", "--dtype", "float64"]):
+        assert main(["sample", "--checkpoint", str(ckpt), *mode, "--num-samples", "8"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0].splitlines()) == 8
+
+
 def test_tensor_mode_sigkill_then_resume_is_bit_identical(tmp_path):
     flags = ["--mode", "tensor", "--threads", "1", "--batch-size", "4", *SMALL]
     assert_sigkill_resume_is_exact(tmp_path, flags, 3000, 100)

@@ -14,12 +14,20 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from test_report_html import Page, browser, check_layout, look
+from test_report_html import (
+    Page,
+    browser,
+    check_every_cell,
+    check_layout,
+    check_printed_rows,
+    look,
+)
 
-from microgpt.ablate import readback
+from microgpt.ablate.analysis import summarize
 from microgpt.ablate.page import render
 from microgpt.ablate.plan import Study, parse_vary
-from microgpt.ablate.report import format_report, results_json, summarize
+from microgpt.ablate.results import parse, to_json
+from microgpt.ablate.text import format_report
 from microgpt.cli import main
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
@@ -135,7 +143,8 @@ def test_best_lr_and_sensitivity_through_the_report_by_hand(tmp_path):
     assert growth["over"] == [{"level": {}, "design": "no qk-norm", "learning_rate": 0.1,
                                "seeds": 3, "of": 3, "largest": 150.0}]  # fmt: skip
 
-    text = format_report(study, summary)
+    doc = to_json(study, tasks, records, summary, {})
+    text = format_report(parse(doc, "results.json"))
     assert re.search(r"no qk-norm \*\s+0\.01\s+2\.5000 ± 0\.1732", text)  # best lr, its loss
     words = " ".join(text.split())  # the notes are wrapped at 100 characters
     assert "LR sensitivity of qk-norm" in words
@@ -147,8 +156,8 @@ def test_best_lr_and_sensitivity_through_the_report_by_hand(tmp_path):
 def test_the_page_shows_the_sweep_as_results_json_has_it(tmp_path):
     study, tasks, records = hand_study(tmp_path)
     summary = summarize(study, tasks, records)
-    doc = results_json(study, tasks, records, summary, {"cpu": "a CPU"})
-    page = Page(render(readback.parse(doc, "results.json"), None))
+    doc = to_json(study, tasks, records, summary, {"cpu": "a CPU"})
+    page = Page(render(parse(doc, "results.json"), None))
     (best,) = page.table("sweep")
     assert best[0] == ["design", "best lr", "loss at best lr", "LR sensitivity", "interval",
                        "diverged"]  # fmt: skip
@@ -167,21 +176,22 @@ def test_the_page_shows_the_sweep_as_results_json_has_it(tmp_path):
     assert attention[1:] == [["no qk-norm", "2", "2", "150 *"], ["qk-norm", "2", "2", "2"]]
     labels = [row[0] for table in page.table("comparisons") for row in table[1:]]
     assert labels == ["qk-norm", "LR sensitivity of qk-norm"]
+    check_every_cell(page, json.loads(doc))
 
 
 def test_old_results_without_a_sweep_still_read(tmp_path):
     """results.json from before sweeps and diagnostics: no lr_sweep, diverged, diagnostics."""
     study, tasks, records = hand_study(tmp_path)
-    doc = json.loads(results_json(study, tasks, records, summarize(study, tasks, records), {}))
+    doc = json.loads(to_json(study, tasks, records, summarize(study, tasks, records), {}))
     for key in ("lr_sweep", "diverged", "diagnostics"):
         del doc[key]
     for run in doc["runs"]:
         for key in ("learning_rate", "diverged", "max_attention_logit"):
             del run[key]
-    assert "<table class=designs>" in render(readback.parse(json.dumps(doc), "old"), None)
+    assert "<table class=designs>" in render(parse(json.dumps(doc), "old"), None)
     doc["lr_sweep"] = {"learning_rates": [1e-3]}
     with pytest.raises(UserError, match="lr_sweep.loss_at_init is missing"):
-        readback.parse(json.dumps(doc), "edited")
+        parse(json.dumps(doc), "edited")
 
 
 # a real sweep with a forced divergence ---------------------------------------------------------
@@ -223,6 +233,7 @@ def test_a_diverged_run_is_recorded_and_the_study_goes_on(forced):
     text = (out / "report.html").read_text(encoding="utf-8")
     assert "Divergence and attention logits" in text and "(4 with a non-finite" in text
     assert (out / "lr_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    check_printed_rows(Page(text), stdout, ("sweep", "rates", "attention", "comparisons"))
     assert len(Page(text).images()) == 2  # the loss curves and the sweep
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["design", "qk_norm", "learning_rate", "seed"]
@@ -266,6 +277,7 @@ def test_the_report_rewrites_the_sweep_page(forced, tmp_path):
     rc, _, stderr = main_report(tmp_path)
     assert (rc, stderr) == (0, ""), stderr
     assert (tmp_path / "report.html").read_bytes() == (out / "report.html").read_bytes()
+    check_every_cell(Page((out / "report.html").read_text(encoding="utf-8")), results(out))
 
 
 def main_report(folder: Path) -> tuple[int, str, str]:
@@ -366,7 +378,7 @@ def test_a_wide_sweep_page_does_not_scroll_sideways(tmp_path):
     vary = ("qk_norm", "n_embd=16,32,64")
     study, tasks, records = hand_study(tmp_path, lrs=lrs, vary=vary)
     summary = summarize(study, tasks, records)
-    (tmp_path / "results.json").write_bytes(results_json(study, tasks, records, summary, {}))
+    (tmp_path / "results.json").write_bytes(to_json(study, tasks, records, summary, {}))
     rc, _, stderr = main_report(tmp_path)
     assert (rc, stderr) == (0, ""), stderr
     page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from conftest import run_cli
 
 from microgpt.ablate.page import png_size
+from microgpt.ablate.results import parse
 
 TINY = ["--mode", "scalar", "--seeds", "2", "--jobs", "2", "--steps", "20", "--val-docs", "5"]
 TINY += ["--n-head", "1", "--block-size", "6", "--last-n", "5"]
@@ -91,16 +93,204 @@ def page_of(folder: Path) -> Page:
     return Page((folder / "report.html").read_text(encoding="utf-8"))
 
 
-def fmt_mean_std(figure: dict | None) -> str:
-    if figure is None:
+# every cell of the page's tables against results.json -----------------------------------------
+
+NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Shows:
+    """A cell that shows these numbers in this `form` (the cell with each number as #), each to
+    the precision shown: within `abs`, or `rel` of it."""
+
+    values: tuple
+    form: str = "#"
+    abs: float | None = None
+    rel: float | None = None
+
+
+def numbers_in(cell: str) -> list[float]:
+    """The numbers a cell shows, in order ('2.5466 ± 0.0446 (1†)': 2.5466, 0.0446, 1)."""
+    return [float(x.replace(",", "")) for x in NUMBER.findall(cell)]
+
+
+def _figure(f: dict | None, diverged: int = 0) -> Shows | str:
+    """A mean ± std over seeds (4 decimals), with a sweep's count of diverged seeds."""
+    if f is None:
         return "-"
-    if figure["std"] is None:
-        return f"{figure['mean']:.4f}"
-    return f"{figure['mean']:.4f} ± {figure['std']:.4f}"
+    values, form = (f["mean"], f["std"]), "# ± #"
+    if f["std"] is None:
+        values, form = (f["mean"],), "#"
+    if diverged:
+        values, form = (*values, diverged), form + " (#†)"
+    return Shows(values, form, abs=5e-5)
 
 
-def number(cell: str) -> float:
-    return float(cell.replace(",", "").replace("−", "-"))
+def _or_dash(x: float | None, form: str = "#", **tolerance) -> Shows | str:
+    return "-" if x is None else Shows((x,), form, **tolerance)
+
+
+def _interval(low: float | None, high: float | None) -> Shows | str:
+    return "-" if low is None or high is None else Shows((low, high), "[#, #]", abs=5e-5)
+
+
+def _verdict(c: dict):
+    """What a comparison's verdict must say: no claim, noise, or which way and how it is."""
+    if c["low"] is None or c["high"] is None:
+        return lambda words: "no claim" in words
+    if not c["significant"]:
+        return lambda words: "within seed noise" in words
+    up = c["mean_diff"] > 0
+    if c["kind"] == "interaction":
+        way = "higher" if up else "lower"
+    else:
+        way = "worse" if up else "better"
+    return lambda words: way in words and "noise" not in words
+
+
+def expected_tables(doc: dict, name: str) -> dict[str, list[list[list]]]:
+    """Every table the page should show, by class, from results.json alone: rows of cells,
+    each a text, a `Shows` or a test of the text."""
+    settings, sweep, diagnostics = doc["settings"], doc.get("lr_sweep"), doc.get("diagnostics")
+    levels = list(dict.fromkeys(json.dumps(d["level"]) for d in doc["designs"]))
+    numeric = list(doc["designs"][0]["level"])
+
+    def at(entries: list[dict], level: str) -> list[dict]:
+        return [e for e in entries if json.dumps(e["level"]) == level]
+
+    def label(entry: dict) -> str:
+        return entry["design"] + (f" {name}" if entry["baseline"] else "")
+
+    out: dict[str, list] = {}
+    for level in levels:
+        if sweep:
+            rates = [f"lr {lr:g}" for lr in sweep["learning_rates"]]
+            n_runs = len(rates) * len(settings["seeds"])
+            designs = at(sweep["designs"], level)
+            out.setdefault("sweep", []).append(
+                [["design", "best lr", "loss at best lr", "LR sensitivity", "interval",
+                  "diverged"]] + [
+                    [label(d), Shows((d["best_lr"],), rel=1e-5), _figure(d["report_loss"]),
+                     Shows((d["sensitivity"]["mean"],), abs=5e-5),
+                     _interval(d["sensitivity"]["low"], d["sensitivity"]["high"]),
+                     Shows((sum(r["diverged"] for r in d["rates"]), n_runs), "# of #", abs=0)]
+                    for d in designs
+                ]
+            )  # fmt: skip
+            out.setdefault("rates", []).append(
+                [["design", *rates]]
+                + [
+                    [d["design"], *(_figure(r["val_loss"], r["diverged"]) for r in d["rates"])]
+                    for d in designs
+                ]
+            )
+            if diagnostics:
+                limit = diagnostics["threshold"]
+                out.setdefault("attention", []).append(
+                    [["largest attention logit", *rates]] + [
+                        [d["design"], *(_or_dash(x, "# *" if x is not None and x > limit else "#",
+                                                 rel=5e-3)
+                                        for x in (r["max_attention_logit"] for r in d["rates"]))]
+                        for d in designs
+                    ]
+                )  # fmt: skip
+        else:
+            last_n = min(settings["last_n"], settings["train"]["steps"])
+            out.setdefault("designs", []).append(
+                [["design", "params", "final loss", f"last {last_n} mean", "val loss", "steps/s",
+                  "tokens/s", "wall s"]] + [
+                    [label(d), Shows((d["params"],), abs=0),
+                     *(_figure(d[k]) for k in ("final_loss", "mean_last_n", "val_loss")),
+                     *(_or_dash((d[k] or {}).get("mean"), abs=tolerance) for k, tolerance in
+                       (("steps_per_s", 0.5), ("tokens_per_s", 0.5), ("wall_seconds", 0.05)))]
+                    for d in at(doc["designs"], level)
+                ]
+            )  # fmt: skip
+            if all(d["val_loss"] is None for d in at(doc["designs"], level)):
+                continue  # no comparisons
+        mine = at(doc["comparisons"], level)
+        differences = [c for c in mine if c["kind"] in ("difference", "sensitivity")]
+        effects = [c for c in mine if c not in differences]
+        prefix = {"main effect": "main effect of ", "sensitivity": "LR sensitivity of "}
+        for first, comparisons in (("design", differences), ("effect", effects)):
+            if not comparisons:
+                continue
+            rows = [[first, "mean diff", "interval", "level", "p", "verdict"]]
+            for c in comparisons:
+                p = c["p"] if c["low"] is not None and c["high"] is not None else None
+                rows.append([
+                    prefix.get(c["kind"], "") + c["name"],
+                    Shows((c["mean_diff"],), abs=5e-5),
+                    _interval(c["low"], c["high"]),
+                    "-" if p is None else Shows((100 * c["confidence"],), "#%", abs=0.05),
+                    "-" if p is None else "<0.001" if p < 0.001 else Shows((p,), abs=5e-4),
+                    _verdict(c),
+                ])  # fmt: skip
+            out.setdefault("comparisons", []).append(rows)
+
+    differences = [c for c in doc["comparisons"] if c["kind"] == "difference"]
+    if numeric and differences:  # one numeric setting, at most six levels: one table
+        assert len(numeric) == 1 and len(levels) <= 6, "the oracle draws one scaling table"
+        rows = [["design", *(f"{numeric[0]} {json.loads(lv)[numeric[0]]:g}" for lv in levels)]]
+        for design in dict.fromkeys(c["name"] for c in differences):
+            cells = [design]
+            for level in levels:
+                mine = [c for c in at(differences, level) if c["name"] == design]
+                c = mine[0] if mine else None
+                if c is None:
+                    cells.append("-")
+                elif c["low"] is None or c["high"] is None:
+                    cells.append(Shows((c["mean_diff"],), abs=5e-5))
+                else:
+                    values = (c["mean_diff"], c["low"], c["high"])
+                    cells.append(Shows(values, "# [#, #]", abs=5e-5))
+            rows.append(cells)
+        out["scaling"] = [rows]
+
+    head = [*numeric, "design", *(["lr"] if sweep else []), "seed", "params", "final loss",
+            f"last {settings['last_n']} mean", "val loss", "steps/s", "wall s", "diverged",
+            *(["max attn logit"] if diagnostics is not None else [])]  # fmt: skip
+    rows = [head]
+    for r in doc["runs"]:
+        gone = r.get("diverged")
+        rows.append([
+            *(Shows((r["level"][k],), rel=1e-9) for k in numeric),
+            r["design"],
+            *([_or_dash(r.get("learning_rate"), rel=1e-5)] if sweep else []),
+            Shows((r["seed"],), abs=0),
+            Shows((r["params"],), abs=0),
+            *(_or_dash(r[k], abs=5e-5) for k in ("final_loss", "mean_last_n", "val_loss")),
+            _or_dash(r["steps_per_s"], abs=0.5),
+            _or_dash(r["wall_seconds"], abs=0.05),
+            f"step {gone['step']}, {gone['reason']}" if gone else "",
+            *([_or_dash(r.get("max_attention_logit"), rel=5e-4)] if diagnostics is not None
+              else []),
+        ])  # fmt: skip
+    out["runs"] = [rows]
+    return out
+
+
+def check_every_cell(page: Page, doc: dict, name: str = "reference") -> None:
+    """Every table of the page, every row and every cell, as results.json has it."""
+    want = expected_tables(doc, name)
+    assert sorted({cls for cls, _ in page.tables}) == sorted(want)
+    for cls, tables in want.items():
+        shown = page.table(cls)
+        assert len(shown) == len(tables), cls
+        for t, (got, rows) in enumerate(zip(shown, tables)):
+            assert len(got) == len(rows), f"{cls}[{t}]: {len(got)} rows, not {len(rows)}"
+            for i, (cells, expected) in enumerate(zip(got, rows)):
+                assert len(cells) == len(expected), f"{cls}[{t}] row {i}: {cells}"
+                for j, (cell, want_) in enumerate(zip(cells, expected)):
+                    where = f"{cls}[{t}] row {i} column {j}: {cell!r}"
+                    if isinstance(want_, str):
+                        assert cell == want_, where
+                    elif isinstance(want_, Shows):
+                        assert NUMBER.sub("#", cell) == want_.form, where
+                        values = pytest.approx(want_.values, abs=want_.abs, rel=want_.rel)
+                        assert numbers_in(cell) == values, where
+                    else:
+                        assert want_(cell), where
 
 
 # what microgpt ablate writes --------------------------------------------------------------------
@@ -149,56 +339,31 @@ def test_every_plot_decodes_and_equals_its_file(study):
         assert len(picture.convert("L").getcolors(1 << 16) or []) > 10  # not blank
 
 
-def test_tables_equal_results_json(study):
+def test_every_cell_of_every_table_equals_results_json(study):
     out, _ = study
     doc, page = results(out), page_of(out)
-    levels = list(dict.fromkeys(json.dumps(d["level"]) for d in doc["designs"]))
-    tables = page.table("designs")
-    assert len(tables) == len(levels) == 2
-    for level, (head, *rows) in zip(levels, tables):
-        assert head == ["design", "params", "final loss", "last 5 mean", "val loss", "steps/s",
-                        "tokens/s", "wall s"]  # fmt: skip
-        designs = [d for d in doc["designs"] if json.dumps(d["level"]) == level]
-        assert len(rows) == len(designs) == 4
-        for row, d in zip(rows, designs):
-            assert row[0] == d["design"] + (" reference" if d["baseline"] else "")
-            assert number(row[1]) == d["params"]
-            keys = ("final_loss", "mean_last_n", "val_loss")
-            assert row[2:5] == [fmt_mean_std(d[k]) for k in keys]
-            for cell, k in zip(row[2:5], keys):  # and as numbers, to the 4 decimals shown
-                mean, std = (number(x) for x in cell.split(" ± "))
-                assert mean == pytest.approx(d[k]["mean"], abs=5e-5)
-                assert std == pytest.approx(d[k]["std"], abs=5e-5)
-            assert number(row[5]) == pytest.approx(d["steps_per_s"]["mean"], abs=0.5)
-            assert number(row[6]) == pytest.approx(d["tokens_per_s"]["mean"], abs=0.5)
-            assert number(row[7]) == pytest.approx(d["wall_seconds"]["mean"], abs=0.05)
+    assert len(page.table("designs")) == 2  # two levels,
+    assert sum(len(t) - 1 for t in page.table("comparisons")) == 12  # 3 differences, 3 effects
+    assert len(page.table("scaling")) == 1 and len(page.table("runs")[0]) == 17  # 16 runs
+    check_every_cell(page, doc)
 
-    comparisons = [row for table in page.table("comparisons") for row in table[1:]]
-    assert len(comparisons) == len(doc["comparisons"]) == 12  # 3 differences, 3 effects, ×2
-    for row, c in zip(comparisons, doc["comparisons"]):
-        assert row[0] == ("main effect of " if c["kind"] == "main effect" else "") + c["name"]
-        assert number(row[1]) == pytest.approx(c["mean_diff"], abs=5e-5)
-        low, high = (number(x) for x in row[2].strip("[]").split(", "))
-        assert (low, high) == pytest.approx((c["low"], c["high"]), abs=5e-5)
-        assert number(row[3].rstrip("%")) == pytest.approx(100 * c["confidence"], abs=0.05)
-        assert row[4] == "<0.001" or number(row[4]) == pytest.approx(c["p"], abs=5e-4)
-        noise = "within seed noise" in row[5]
-        assert noise == (not c["significant"])
 
-    (scaling,) = page.table("scaling")
-    assert scaling[0] == ["design", "n_embd 4", "n_embd 8"]
-    diffs = [c for c in doc["comparisons"] if c["kind"] == "difference"]
-    for row in scaling[1:]:
-        mine = [c for c in diffs if c["name"] == row[0]]
-        assert len(mine) == 2
-        for cell, c in zip(row[1:], mine):
-            assert cell == f"{c['mean_diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
+def test_the_printed_report_shows_the_rows_of_the_page(study):
+    out, stdout = study
+    check_printed_rows(page_of(out), stdout, ("designs", "comparisons", "scaling"))
 
-    (runs,) = page.table("runs")
-    assert len(runs) - 1 == len(doc["runs"]) == 16
-    for row, r in zip(runs[1:], doc["runs"]):
-        assert row[:3] == [str(r["level"]["n_embd"]), r["design"], str(r["seed"])]
-        assert number(row[6]) == pytest.approx(r["val_loss"], abs=5e-5)
+
+def check_printed_rows(page: Page, printed: str, classes: tuple[str, ...]) -> None:
+    """Each row of the page's tables of `classes` is a line of the printed report, every cell
+    the same text (the baseline tagged * there)."""
+    lines = printed.splitlines()
+    for cls in classes:
+        assert page.table(cls), cls
+        for table in page.table(cls):
+            for row in table[1:]:
+                label = re.sub(" (reference|baseline)$", " *", row[0])
+                shown = [line for line in lines if line.startswith(label + " ")]
+                assert any(all(c in line for c in row[1:]) for line in shown), (cls, row, shown)
 
 
 def test_settings_and_environment_are_shown(study):
@@ -346,6 +511,8 @@ def test_odd_but_readable_results_still_give_a_page(case, study, tmp_path):
     rc, _, stderr = run("report", str(tmp_path))
     assert (rc, stderr) == (0, ""), stderr
     assert "</html>" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    checked = parse((tmp_path / "results.json").read_bytes(), "results.json").doc  # as shown
+    check_every_cell(page_of(tmp_path), checked)
 
 
 def test_every_text_is_escaped(study, tmp_path):
@@ -481,8 +648,9 @@ def test_the_browser_shows_the_page_at_1280_px(study, tmp_path):
 
 def synthetic_study(folder: Path, vary: list[str], seeds=(0, 1, 2), steps=40) -> None:
     """results.json of made-up runs, through the real summary and JSON of `microgpt ablate`."""
+    from microgpt.ablate.analysis import summarize
     from microgpt.ablate.plan import Study, parse_vary
-    from microgpt.ablate.report import results_json, summarize
+    from microgpt.ablate.results import to_json
     from microgpt.config import ModelConfig, TrainConfig
     from microgpt.flags import SIZE_FLAGS
 
@@ -509,7 +677,7 @@ def synthetic_study(folder: Path, vary: list[str], seeds=(0, 1, 2), steps=40) ->
         })  # fmt: skip
     summary = summarize(study, tasks, records)
     env = {"microgpt": "0.1.0", "platform": "Linux-" + "x" * 120, "cpu": "a CPU"}
-    (folder / "results.json").write_bytes(results_json(study, tasks, records, summary, env))
+    (folder / "results.json").write_bytes(to_json(study, tasks, records, summary, env))
 
 
 def test_a_wide_study_does_not_scroll_sideways(tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from microgpt import __version__, checkpoint
 from microgpt.ablate.cli import add_ablate_parser
-from microgpt.ablate.page import add_report_parser
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -100,10 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="curves.png", metavar="PNG", help="(default curves.png)")
 
     add_ablate_parser(sub)
-    add_report_parser(sub)
+    r = sub.add_parser(
+        "report",
+        help="(re)write a study's report.html from its results.json",
+        description="Write DIR/report.html, one self-contained page (tables, verdicts, plots), "
+        "from DIR/results.json alone: for a study folder that microgpt ablate wrote (its "
+        "--out), old, copied or moved.",
+    )
+    r.add_argument("dir", metavar="DIR", help="a study folder: microgpt ablate's --out")
     t.set_defaults(run=cmd_train)
     s.set_defaults(run=cmd_sample)
     pl.set_defaults(run=cmd_plot)
+    r.set_defaults(run=cmd_report)
     return p
 
 
@@ -408,7 +415,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ckpt = checkpoint.load(args.checkpoint)
     args.mode = args.mode or ckpt.mode
     sampler = Sampler(args, ckpt.train.data, Tokenizer.for_data(ckpt.chars, ckpt.train.data))
-    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], ckpt.train, tensor_options(args))
+    # sampling only runs the forward: a training-only option of the run that wrote the
+    # checkpoint (dropout, tensor mode's alone) must not stop the other mode from sampling it
+    train = replace(ckpt.train, dropout=0.0)
+    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], train, tensor_options(args))
     rng = random.Random(args.seed)
     if args.seed is None:
         rng.setstate(ckpt.rng_state)
@@ -429,4 +439,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     runs = [read_run(path) for path in args.metrics]
     plot_runs(runs, args.out)
     print(f"wrote {args.out} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+    return 0
+
+
+# report ----------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Reads DIR/results.json, draws its plots and writes DIR/report.html (not the PNG files:
+    the page holds its plots)."""
+    from microgpt.ablate.page import write_page
+    from microgpt.ablate.plot import draw
+    from microgpt.ablate.results import read
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{folder} {what}: give a study folder (microgpt ablate's --out)")
+    saved = read(folder / "results.json")
+    print(f"wrote {write_page(folder, saved, draw(saved))}")
     return 0

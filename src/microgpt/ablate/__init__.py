@@ -1,6 +1,8 @@
 """`microgpt ablate`: designs × numeric levels × seeds, compared paired by seed.
 
 `plan` (designs, settings, tasks) → `runner` (reuse saved runs, run the rest in `worker`
-processes, `progress`) → `report` (`stats`: table, JSON, CSV) → results.json, which `readback`
-checks for `plot` and `page` (report.html; `microgpt report DIR`); `cli` wires the flags.
+processes, `progress`) → `analysis` (`stats`, `sweep`: summaries, comparisons) → `results`
+(results.json written, read back and checked; results.csv) → `tables` (the report's rows) laid
+out by `text` (the printed report) and `page` (report.html, with `plot`'s pictures; `microgpt
+report DIR`); `cli` wires the flags.
 """

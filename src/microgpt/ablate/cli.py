@@ -311,12 +311,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace, world, group) -> int:
     from microgpt import tensorfile
-    from microgpt.ablate import readback
+    from microgpt.ablate import results
+    from microgpt.ablate.analysis import summarize
     from microgpt.ablate.page import write_page
     from microgpt.ablate.plot import MISSING, draw, figure_classes
     from microgpt.ablate.ranks import run_shared
-    from microgpt.ablate.report import format_report, results_csv, results_json, summarize
     from microgpt.ablate.runner import dry_run, run_study
+    from microgpt.ablate.text import format_report
 
     start = time.perf_counter()
     study = make_study(args)
@@ -351,10 +352,8 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     summary = summarize(study, tasks, records)
     env = {**environment(), "jobs": jobs, "ranks": world.size}
     env["threads_per_run"] = study.tensor.threads if study.tensor else None
-    doc = results_json(study, tasks, records, summary, env)
-    tensorfile.write_atomic(out / "results.json", doc)
-    tensorfile.write_atomic(out / "results.csv", results_csv(study, tasks, records))
-    saved = readback.parse(doc, out / "results.json")  # as `microgpt report` reads it
+    saved = results.write(out / "results.json", study, tasks, records, summary, env)
+    tensorfile.write_atomic(out / "results.csv", results.to_csv(study, tasks, records))
     pictures = draw(saved)
     for name, png in (pictures or {}).items():
         tensorfile.write_atomic(out / name, png)
@@ -362,7 +361,7 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     note = MISSING if pictures is None else None
 
     print()
-    print(format_report(study, summary))
+    print(format_report(saved))
     print()
     if note:
         print(note)

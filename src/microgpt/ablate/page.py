@@ -2,14 +2,15 @@
 `microgpt report DIR` from DIR/results.json alone.
 
 One self-contained HTML file: inline CSS, the plots as base64 PNG data URIs, no script, nothing
-fetched. It is a pure function of the checked results.json (`readback.Results`) and its pictures
-(`plot.draw`), so an old or copied study folder gets the same page as a fresh one. Every text
-the file holds is HTML-escaped (`_e`) before it reaches the page.
+fetched. It is a pure function of the checked results.json (`results.Results`) and its pictures
+(`plot.draw`), so an old or copied study folder gets the same page as a fresh one. Its tables
+are those of `tables`, as the printed report's are, laid out here; around them the page adds a
+header with the verdicts in short, the plots, every run, and the settings and environment.
+Every text the file holds is HTML-escaped (`_e`) before it reaches the page.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -17,23 +18,10 @@ import struct
 from pathlib import Path
 
 from microgpt import __version__, tensorfile
+from microgpt.ablate import tables
 from microgpt.ablate.plan import Level
-from microgpt.ablate.readback import Results
-from microgpt.ablate.report import (
-    RATES_NOTE,
-    SWEPT,
-    attention_note,
-    comparison_label,
-    comparison_title,
-    diverged_note,
-    effects_note,
-    growth_note,
-    logit_cell,
-    scaling_question,
-    speed_note,
-    spread_note,
-    sweep_note,
-)
+from microgpt.ablate.results import Results
+from microgpt.ablate.tables import Row, Table
 from microgpt.errors import UserError
 
 PAGE = "report.html"
@@ -43,40 +31,8 @@ NO_PLOTS = (
 )
 
 
-# the command ------------------------------------------------------------------------------------
-
-
-def add_report_parser(sub) -> None:
-    r = sub.add_parser(
-        "report",
-        help="(re)write a study's report.html from its results.json",
-        description="Write DIR/report.html, one self-contained page (tables, verdicts, plots), "
-        "from DIR/results.json alone: for a study folder that microgpt ablate wrote (its "
-        "--out), old, copied or moved.",
-    )
-    r.add_argument("dir", metavar="DIR", help="a study folder: microgpt ablate's --out")
-    r.set_defaults(run=cmd_report)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    print(f"wrote {rewrite(args.dir)}")
-    return 0
-
-
-def rewrite(folder: str | Path) -> Path:
-    """Reads folder/results.json, draws its plots and writes folder/report.html."""
-    from microgpt.ablate.plot import draw
-    from microgpt.ablate.readback import read
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise UserError(f"{folder} {what}: give a study folder (microgpt ablate's --out)")
-    results = read(folder / "results.json")
-    return write_page(folder, results, draw(results))
-
-
 def write_page(folder: Path, results: Results, pictures: dict[str, bytes] | None) -> Path:
+    """folder/report.html, written atomically."""
     path = Path(folder) / PAGE
     try:
         tensorfile.write_atomic(path, render(results, pictures).encode())
@@ -100,9 +56,9 @@ def render(results: Results, pictures: dict[str, bytes] | None) -> str:
     name = results.baseline_name()
     body = [_header(results, name)]
     for i, level in enumerate(levels):
-        body.append(_level_section(results, level, name, len(levels) > 1, first=i == 0))
-    if results.numeric and any(c["kind"] == "difference" for c in results.comparisons):
-        body.append(_scaling_section(results, name))
+        body.append(_level_section(results, level, len(levels) > 1, first=i == 0))
+    if tables.scales(results):
+        body.append(_scaling_section(results))
     body.append(_stability_section(results))
     body.append(_plots_section(pictures))
     body.append(_runs_section(results))
@@ -207,10 +163,10 @@ def _in_short(results: Results, name: str) -> str:
     several = len(results.levels()) > 1
     called = []
     for c in diffs:
-        words, tone = verdict(c, name)
+        words, tone = tables.verdict(c, name)
         if tone in ("better", "worse"):
             where = f" at {Level(tuple(c['level'].items())).label}" if several else ""
-            label = comparison_label(c)
+            label = tables.comparison_label(c)
             called.append(
                 f"<li>{_e(label)}{_e(where)}: <span class='v {tone}'>{_e(words)}</span> "
                 f"({c['mean_diff']:+.4f})</li>"
@@ -230,137 +186,49 @@ def _in_short(results: Results, name: str) -> str:
     return f"<div class=short><b>In short</b>{_e(family)}:<ul>{''.join(called)}{tail}</ul></div>"
 
 
-def _level_section(results: Results, level, name: str, several: bool, first: bool) -> str:
-    """One level's design table and comparisons; the first explains them, the others refer
-    back to it."""
-    flags = level.flags()
-    rows = [d for d in results.designs if d["level"] == flags]
-    mine = [c for c in results.comparisons if c["level"] == flags]
+def _level_section(results: Results, level: Level, several: bool, first: bool) -> str:
+    """One level's figures and comparisons; the first explains them, the others refer back
+    to it."""
     heading = f"Results at {level.label}" if several else "Results"
     out = [f"<section><h2>{_e(heading)}</h2>"]
-    if results.lr_sweep:
-        out.append(_sweep_tables(results, level, name, first))
-    else:
-        out.append(_design_table(results, rows, name, first))
-    if rows and all(r["val_loss"] is None for r in rows) and not results.lr_sweep:
-        out.append(
-            "<p>No validation loss (--val-docs 0 or no held-out documents): no comparison.</p>"
-        )
-    else:
-        out.append(f"<h3>Against the {_e(name)}</h3>")
-        if first:
-            sweep = results.lr_sweep is not None
-            title = comparison_title(len(results.seeds), results.adjustment, name, sweep)
-            out.append(f"<p class=note>{_e(title)}</p>")
-        differences = [c for c in mine if c["kind"] in ("difference", "sensitivity")]
-        effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
-        out.append(_comparison_table(differences, name, "design"))
-        if effects:
-            out.append("<h3>Factorial effects</h3>")
-            if first:
-                sweep = results.lr_sweep is not None
-                out.append(f"<p class=note>{_e(effects_note(sweep))}</p>")
-            out.append(_comparison_table(effects, name, "effect"))
+    out += [_html(table, first) for table in tables.figure_tables(results, level)]
+    comparisons = tables.comparison_tables(results, level)
+    if comparisons is None:
+        out.append(f"<p>{_e(tables.NO_VAL_LOSS)}</p>")
+    out += [_html(table, first) for table in comparisons or []]
     out.append("</section>")
-    return "\n".join(out)
+    return "\n".join(x for x in out if x)
 
 
-def _sweep_tables(results: Results, level: Level, name: str, first: bool) -> str:
-    """A sweep's two tables at one level: each design at its best rate with its LR
-    sensitivity, and each design's loss at every rate."""
-    sweep, flags = results.lr_sweep, level.flags()
-    rows = [d for d in sweep["designs"] if d["level"] == flags]
-    runs = len(sweep["learning_rates"]) * len(results.seeds)
-    head = ["design", "best lr", "loss at best lr", "LR sensitivity", "interval", "diverged"]
-    body = []
-    for r in rows:
-        tag = f" <span class=tag>{_e(name)}</span>" if r["baseline"] else ""
-        sens = r["sensitivity"]
-        interval = "-"
-        if sens["low"] is not None and sens["high"] is not None:
-            interval = f"[{sens['low']:.4f}, {sens['high']:.4f}]"
-        diverged = sum(rate["diverged"] for rate in r["rates"])
-        cells = [
-            f"<td class=label>{_e(r['design'])}{tag}</td>",
-            f"<td class=num>{r['best_lr']:g}</td>",
-            f'<td class="num key">{_mean_std(r["report_loss"])}</td>',
-            f"<td class=num>{sens['mean']:.4f}</td>",
-            f"<td class=num>{interval}</td>",
-            f"<td class=num>{diverged} of {runs}</td>",
-        ]
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    out = [_table("sweep", head, body)]
-    if first:
-        note = f"{name}: the baseline of every comparison. "
-        note += sweep_note(results.seeds, sweep, name).split(" design. ", 1)[1]
+def _html(table: Table, first: bool) -> str:
+    """A table with its heading, and on the first level its title before it and its note
+    after it (the baseline's row tagged with its name)."""
+    out = [f"<h3>{_e(table.heading)}</h3>"] if table.heading else []
+    if first and table.title:
+        out.append(f"<p class=note>{_e(table.title)}</p>")
+    if table.rows:
+        body = [_html_row(row, table.verdicts) for row in table.rows]
+        text = (0, len(table.header) - 1) if table.verdicts else (0,)
+        out.append(_table(table.kind, list(table.header), body, text))
+    if first and table.note:
+        tag = next((row.tag for row in table.rows if row.tag), "")
+        note = (f"{tag}: the baseline of every comparison. " if tag else "") + table.note
+        note += f" Bold: {table.key_note}." if table.key_note else ""
         out.append(f"<p class=note>{_e(note)}</p>")
-    head = ["design", *(f"lr {lr:g}" for lr in sweep["learning_rates"])]
-    body = []
-    for r in rows:
-        cells = [f"<td class=label>{_e(r['design'])}</td>"]
-        for rate in r["rates"]:
-            mark = f" <span class=pm>({rate['diverged']}†)</span>" if rate["diverged"] else ""
-            best = " key" if rate["learning_rate"] == r["best_lr"] else ""
-            cells.append(f'<td class="num{best}">{_mean_std(rate["val_loss"])}{mark}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    out.append("<h3>Val loss at each learning rate</h3>")
-    out.append(_table("rates", head, body))
-    if first:
-        out.append(f"<p class=note>{_e(RATES_NOTE)} Bold: the design's best lr.</p>")
-    diagnostics = results.diagnostics
-    if diagnostics:
-        body = [
-            "<tr>"
-            + f"<td class=label>{_e(r['design'])}</td>"
-            + "".join(
-                f"<td class=num>{_e(logit_cell(rate, diagnostics['threshold']))}</td>"
-                for rate in r["rates"]
-            )
-            + "</tr>"
-            for r in rows
-        ]
-        out.append("<h3>Largest attention logit at each learning rate</h3>")
-        out.append(_table("attention", head, body))
-        if first:
-            note = attention_note(diagnostics["threshold"])
-            out.append(f"<p class=note>{_e(note)}</p>")
     return "\n".join(out)
 
 
-def _mean_std(figure: dict | None) -> str:
-    if figure is None:
-        return "-"
-    if figure["std"] is None:
-        return f"{figure['mean']:.4f}"
-    return f"{figure['mean']:.4f} <span class=pm>± {figure['std']:.4f}</span>"
-
-
-def _mean(figure: dict | None, spec: str) -> str:
-    return "-" if figure is None else format(figure["mean"], spec)
-
-
-def _design_table(results: Results, rows: list[dict], name: str, first: bool) -> str:
-    last_n = min(results.last_n, results.steps)
-    head = ["design", "params", "final loss", f"last {last_n} mean", "val loss"]
-    head += ["steps/s", "tokens/s", "wall s"]
-    body = []
-    for r in rows:
-        tag = f" <span class=tag>{_e(name)}</span>" if r["baseline"] else ""
-        cells = [
-            f"<td class=label>{_e(r['design'])}{tag}</td>",
-            f"<td class=num>{r['params']:,}</td>",
-            *(f"<td class=num>{_mean_std(r[k])}</td>" for k in ("final_loss", "mean_last_n")),
-            f'<td class="num key">{_mean_std(r["val_loss"])}</td>',
-            f"<td class=num>{_mean(r['steps_per_s'], ',.0f')}</td>",
-            f"<td class=num>{_mean(r['tokens_per_s'], ',.0f')}</td>",
-            f"<td class=num>{_mean(r['wall_seconds'], '.1f')}</td>",
-        ]
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    if not first:
-        return _table("designs", head, body)
-    note = f"{name}: the baseline of every comparison. " + spread_note(results.seeds)
-    note += speed_note(results.settings.get("stack", 1))
-    return _table("designs", head, body) + f"\n<p class=note>{_e(note)}</p>"
+def _html_row(row: Row, verdicts: bool) -> str:
+    tag = f" <span class=tag>{_e(row.tag)}</span>" if row.tag else ""
+    cells = [f"<td class=label>{_e(row.label)}{tag}</td>"]
+    for cell in row.cells:
+        classes = " ".join(c for c in ("num", "key" if cell.key else "", cell.tone) if c)
+        quoted = classes if " " not in classes else f'"{classes}"'
+        aside = f" <span class=pm>{_e(cell.aside)}</span>" if cell.aside else ""
+        cells.append(f"<td class={quoted}>{_e(cell.text)}{aside}</td>")
+    if verdicts:
+        cells.append(f"<td class=verdict><span class='v {row.tone}'>{_e(row.verdict)}</span></td>")
+    return f"<tr>{''.join(cells)}</tr>"
 
 
 def _table(cls: str, head: list[str], body: list[str], text: tuple[int, ...] = (0,)) -> str:
@@ -375,85 +243,26 @@ def _table(cls: str, head: list[str], body: list[str], text: tuple[int, ...] = (
     )
 
 
-def verdict(c: dict, name: str) -> tuple[str, str]:
-    """A comparison's verdict in plain words, and its tone (a CSS class)."""
-    if c["low"] is None or c["high"] is None:
-        return "one seed: no interval, no claim", "none"
-    if not c["significant"]:
-        return "within seed noise: no difference shown", "noise"
-    up = c["mean_diff"] > 0
-    if c["kind"] == "difference":
-        if up:
-            return f"higher val loss than the {name}: worse", "worse"
-        return f"lower val loss than the {name}: better", "better"
-    if c["kind"] == "sensitivity":
-        if up:
-            return f"more sensitive to the lr than the {name}: worse", "worse"
-        return f"less sensitive to the lr than the {name}: better", "better"
-    if c["kind"] == "main effect":
-        return ("raises val loss: worse", "worse") if up else ("lowers val loss: better", "better")
-    if up:
-        return "together, higher val loss than the two effects add up to", "mixed"
-    return "together, lower val loss than the two effects add up to", "mixed"
-
-
-def _comparison_table(comparisons: list[dict], name: str, first: str) -> str:
-    if not comparisons:
-        return ""
-    head = [first, "mean diff", "interval", "level", "p", "verdict"]
-    body = []
-    for c in comparisons:
-        label = comparison_label(c)
-        words, tone = verdict(c, name)
-        if c["low"] is None or c["high"] is None:
-            interval = level = p = "-"
-        else:
-            interval = f"[{c['low']:+.4f}, {c['high']:+.4f}]"
-            level = f"{100 * c['confidence']:.1f}%"
-            p = "-" if c["p"] is None else f"{c['p']:.3f}" if c["p"] >= 0.001 else "&lt;0.001"
-        cells = [
-            f"<td class=label>{_e(label)}</td>",
-            f"<td class=num>{c['mean_diff']:+.4f}</td>",
-            f"<td class=num>{interval}</td>",
-            f"<td class=num>{level}</td>",
-            f"<td class=num>{p}</td>",
-            f"<td class=verdict><span class='v {tone}'>{_e(words)}</span></td>",
-        ]
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return _table("comparisons", head, body, text=(0, 5))
-
-
 SCALING_COLUMNS = 6  # levels side by side in one table: more would not fit 1280 px
 
 
-def _scaling_section(results: Results, name: str) -> str:
+def _scaling_section(results: Results) -> str:
     """Each design's difference to the baseline at every level: one table, or with several
     numeric settings one per value of all but the last, at most SCALING_COLUMNS levels wide."""
-    diffs = [c for c in results.comparisons if c["kind"] == "difference"]
-    names = list(dict.fromkeys(c["name"] for c in diffs))
-    tables = []
-    for title, levels in _level_groups(results.levels()):
-        body = []
-        for design in names:
-            cells = [f"<td class=label>{_e(design)}</td>"]
-            for lv in levels:
-                flags = lv.flags()
-                c = next((c for c in diffs if c["name"] == design and c["level"] == flags), None)
-                cells.append(_scaling_cell(c, name))
-            body.append(f"<tr>{''.join(cells)}</tr>")
-        head = ["design", *(Level(lv.values[len(title.values) :]).label for lv in levels)]
-        if title.values:
-            tables.append(f"<h3>At {_e(title.label)}</h3>")
-        tables.append(_table("scaling", head, body))
-    swept = SWEPT if results.lr_sweep else ""
+    out = []
+    for within, levels in _level_groups(results.levels()):
+        table = tables.scaling_table(results, levels, within)
+        if within.values:
+            out.append(f"<h3>At {_e(within.label)}</h3>")
+        out.append(_html(table, first=False))  # its title is the section's note
     note = (
-        f"Val loss minus the {name}'s at each level{swept}: the mean over seeds and, below it, the "
-        "interval as in the comparisons above. Green: lower, a difference beyond seed noise; "
-        "red: higher; grey: within seed noise."
+        f"{table.title}: the mean over seeds and, below it, the interval as in the comparisons "
+        "above. Green: lower, a difference beyond seed noise; red: higher; grey: within seed "
+        "noise."
     )
     return (
-        f"<section><h2>{_e(scaling_question(results.numeric))}</h2>\n"
-        f"<p class=note>{_e(note)}</p>\n" + "\n".join(tables) + "</section>"
+        f"<section><h2>{_e(tables.scaling_question(results.numeric))}</h2>\n"
+        f"<p class=note>{_e(note)}</p>\n" + "\n".join(out) + "</section>"
     )
 
 
@@ -470,19 +279,9 @@ def _level_groups(levels: list[Level]) -> list[tuple[Level, list[Level]]]:
     return out
 
 
-def _scaling_cell(c: dict | None, name: str) -> str:
-    if c is None:
-        return "<td class=num>-</td>"
-    text = f"{c['mean_diff']:+.4f}"
-    if c["low"] is not None and c["high"] is not None:
-        text += f"<br><span class=pm>[{c['low']:+.4f}, {c['high']:+.4f}]</span>"
-    _, tone = verdict(c, name)
-    return f"<td class='num {tone}'>{text}</td>"
-
-
 def _stability_section(results: Results) -> str:
     """The diverged runs and the attention logits past the threshold, in sentences."""
-    notes = [n for n in (diverged_note(results.doc), growth_note(results.doc)) if n]
+    notes = tables.stability_notes(results)
     if not notes:
         return ""
     paragraphs = "".join(f"<p>{_e(n)}</p>" for n in notes)
@@ -620,6 +419,7 @@ background:#e4ebf7;color:var(--accent);vertical-align:1px}
 .v.mixed{background:var(--mixed-bg);color:var(--mixed)}
 td.better{color:var(--better)}td.worse{color:var(--worse)}td.noise{color:var(--noise)}
 table.scaling td.num{line-height:1.35}
+table.scaling .pm{display:block}
 figure{margin:1rem 0 1.6rem}
 figure img{display:block;max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
 figcaption{color:var(--muted);font-size:.86rem;margin-top:.35rem}

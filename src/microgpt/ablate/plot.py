@@ -1,4 +1,4 @@
-"""A study's pictures, drawn from its checked results.json (`readback.Results`), so that
+"""A study's pictures, drawn from its checked results.json (`results.Results`), so that
 `microgpt ablate` and `microgpt report` draw the same. matplotlib is optional and imported here
 only, drawing with the Agg canvas directly (no pyplot, no global backend switch).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 
-from microgpt.ablate.readback import Results
+from microgpt.ablate.results import Results
 from microgpt.ablate.stats import mean, sample_std
 
 MISSING = "matplotlib is not installed: skipped loss_curves.png (pip install 'microgpt[plot]')"
@@ -131,21 +131,10 @@ def plot_curves(results: Results, Figure, FigureCanvasAgg):
         axes[k // cols][k % cols].set_visible(False)
     (marker,) = axes[0][0].plot([], [], "D", color="gray")
     band = ", band ±1 std over seeds" if seeds > 1 else ""
-    fig.legend(
-        [*handles, marker],
-        [h.get_label() for h in handles]
-        + ["validation loss" + (" (mean ± std)" if seeds > 1 else "")],
-        loc="center right",
-        fontsize=8,
-        frameon=False,
-    )
-    fig.suptitle(
-        f"microgpt ablate: {_text(results.mode)} mode, {seeds} seed{'s' if seeds != 1 else ''}; "
-        f"training loss: mean of the last {smoothing_window(results.steps)} steps{band}",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.5 * cols + 2.5), 1))
-    return fig
+    labels = [h.get_label() for h in handles]
+    labels.append("validation loss" + (" (mean ± std)" if seeds > 1 else ""))
+    what = f"training loss: mean of the last {smoothing_window(results.steps)} steps{band}"
+    return _finish(fig, results, cols, [*handles, marker], labels, what)
 
 
 def plot_scaling(results: Results, Figure, FigureCanvasAgg):
@@ -240,18 +229,21 @@ def plot_lr_sweep(results: Results, Figure, FigureCanvasAgg):
     (ring,) = axes[0][0].plot([], [], "o", ms=11, mfc="none", color="gray", mew=1.5)
     (dash,) = axes[0][0].plot([], [], color="gray", lw=1, ls="--")
     lines = list(handles.values())
-    fig.legend(
-        [*lines, cross, ring, dash],
-        [h.get_label() for h in lines]
-        + ["diverged (counted at ln V)", "best lr (selection half)", f"ln V = {init:.3f}"],
-        loc="center right",
-        fontsize=8,
-        frameon=False,
-    )
+    labels = [h.get_label() for h in lines]
+    labels += ["diverged (counted at ln V)", "best lr (selection half)", f"ln V = {init:.3f}"]
     band = ", band ±1 std over seeds" if seeds > 1 else ""
+    what = f"final held-out loss, min(loss, ln V): mean{band}"
+    return _finish(fig, results, cols, [*lines, cross, ring, dash], labels, what)
+
+
+def _finish(fig, results: Results, cols: int, handles: list, labels: list[str], what: str):
+    """A figure of panels in `cols` columns: its legend at the right, its title (the mode, the
+    seeds and `what` the panels show), and its layout, with room for the legend."""
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    seeds = len(results.seeds)
     fig.suptitle(
         f"microgpt ablate: {_text(results.mode)} mode, {seeds} seed{'s' if seeds != 1 else ''}; "
-        f"final held-out loss, min(loss, ln V): mean{band}",
+        + what,
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.5 * cols + 2.5), 1))

@@ -1,15 +1,18 @@
-"""A study's results.json read back, every field the page and the plots use checked first.
+"""A study's results.json: its schema, declared once here, the file written (`to_json`) and read
+back (`parse`, `read`), and the `Results` every report is drawn from; the CSV beside it.
 
-Nothing a study folder holds is trusted: the file may be old, copied or edited by hand. `read`
-turns anything unreadable, not JSON, or missing or mistyped where the page needs it into one
+Nothing a study folder holds is trusted: the file may be old, copied or edited by hand. `parse`
+turns anything unreadable, not JSON, or missing or mistyped where a report needs it into one
 `UserError` line that names the field (`designs[2].val_loss.mean`). Fields only shown, never
-computed with (the settings and environment at large), may hold any JSON value.
-
-The schema is what `report.results_json` writes; `SCHEMA` below lists the part that is read.
+computed with (the settings and environment at large), may hold any JSON value. `SCHEMA` lists
+the part that is read; `write` reads back the bytes it has just written, so a field that
+`to_json` no longer writes fails there, not in an old folder.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -17,11 +20,102 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from microgpt.ablate.plan import Level
-from microgpt.ablate.report import baseline_name
+from microgpt import tensorfile
+from microgpt.ablate.analysis import DIAGNOSTICS, FIGURES, HALVES, LOSSES, SPEEDS, run_row
+from microgpt.ablate.plan import Level, Study, Task
+from microgpt.config import SWITCHES
 from microgpt.errors import UserError
 
-# the schema: a type (bool is not a number), Opt(x) for x or null, [x] for a list of x,
+# writing ----------------------------------------------------------------------------------------
+
+DIAGNOSTICS_NOTE = (
+    "Tensor mode: every log_every steps and at the end, one forward pass on a run's first "
+    "held-out documents (diagnostics.docs of them): max_attention_logit, the largest q·k/sqrt(D) "
+    "before the softmax over every layer, head and real query and the keys it may see; "
+    "logit_mean and logit_max, the output logits' over every real position and the vocabulary. "
+    "Scalar mode: none (null)."
+)
+
+
+def to_json(
+    study: Study, tasks: list[Task], records: list[dict], summary: dict, env: dict
+) -> bytes:
+    """results.json: the study's settings, the environment `env`, the analysis `summary`
+    (`analysis.summarize`) and every run with its record."""
+    runs = []
+    for task, record in zip(tasks, records):
+        row = run_row(study, task, record)
+        del row["diverged_step"]  # in "diverged", with the rest
+        train_config = {**record["train_config"], "last_n": study.train.last_n}
+        run = {
+            **row,
+            "level": task.level.flags(),
+            "switches": task.design.flags(),
+            "val_docs": record["val_docs"],
+            "diverged": record.get("diverged"),
+            "diagnostics": record.get("diagnostics"),
+            "data_order": record["data_order"],
+            "model_config": record["model_config"],
+            "train_config": train_config,
+            "environment": record["environment"],
+            "losses": record["losses"],
+            "stack_size": record.get("stack_size", 1),  # trained in a stack of this many runs
+        }
+        if study.sweep:
+            run["halves"] = record.get("halves")
+        runs.append(run)
+    doc = {
+        "settings": {
+            **study.settings(),
+            "varied": {k: list(v) for k, v in study.varied.items()},
+            "plan": study.plan,
+            "baseline": study.baseline.flags(),
+            "seeds": list(study.seeds),
+            "last_n": study.train.last_n,
+            "input": study.input_path,
+        },
+        "diagnostics_note": DIAGNOSTICS_NOTE,
+        "environment": env,
+        "spread": "sample standard deviation over seeds (n - 1)",
+        **summary,
+        "runs": runs,
+    }
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def write(
+    path: Path, study: Study, tasks: list[Task], records: list[dict], summary: dict, env: dict
+) -> Results:
+    """Writes results.json (`to_json`) atomically and returns it as `read` reads it back, so
+    that what the reports are drawn from is the file, and a field `to_json` stopped writing
+    (or wrote mistyped) fails here, at once, not later in an old folder."""
+    data = to_json(study, tasks, records, summary, env)
+    tensorfile.write_atomic(path, data)
+    return parse(data, path)
+
+
+def csv_columns(study: Study) -> list[str]:
+    """`design`, one column per varied setting (and the learning rate of a sweep), the seed,
+    then the run's figures, whether and where it diverged, and its diagnostics."""
+    swept = ["learning_rate", *HALVES] if study.sweep else []
+    return ["design", *study.varied, *swept[:1], "seed", *FIGURES, *swept[1:], "diverged",
+            "diverged_step", *DIAGNOSTICS]  # fmt: skip
+
+
+def to_csv(study: Study, tasks: list[Task], records: list[dict]) -> bytes:
+    """One row per run (`analysis.run_row`), in `csv_columns`."""
+    buf = io.StringIO()
+    columns = csv_columns(study)
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for task, record in zip(tasks, records):
+        writer.writerow(run_row(study, task, record))
+    return buf.getvalue().encode()
+
+
+# the schema -------------------------------------------------------------------------------------
+
+# a type (bool is not a number), Opt(x) for x or null, [x] for a list of x,
 # Map(x) for an object of x, a dict for an object with (at least) those keys, May(x) for a key
 # that may be absent
 NUMBER, FINITE = "number", "finite number"
@@ -52,7 +146,7 @@ class May:
 FIGURE = Opt({"mean": NUMBER, "std": Opt(NUMBER)})  # mean ± sample std over seeds
 LEVEL = Map(FINITE)  # the numeric settings of a level
 WHERE = {"level": LEVEL, "design": str, "learning_rate": FINITE}  # a run's, but for its seed
-LR_SWEEP = {  # `report.summarize`'s lr_sweep
+LR_SWEEP = {  # `analysis.summarize`'s lr_sweep
     "learning_rates": [FINITE],
     "loss_at_init": FINITE,
     "halves": str,
@@ -99,8 +193,7 @@ SCHEMA = {
             "design": str,
             "baseline": bool,
             "params": int,
-            **dict.fromkeys(("final_loss", "mean_last_n", "val_loss"), FIGURE),
-            **dict.fromkeys(("steps_per_s", "tokens_per_s", "wall_seconds"), FIGURE),
+            **dict.fromkeys(LOSSES + SPEEDS, FIGURE),
         }
     ],
     "comparisons": [
@@ -136,7 +229,7 @@ SCHEMA = {
             "seed": int,
             "params": int,
             "losses": [NUMBER],
-            **dict.fromkeys(("final_loss", "mean_last_n", "val_loss"), Opt(NUMBER)),
+            **dict.fromkeys(LOSSES, Opt(NUMBER)),
             **dict.fromkeys(("steps_per_s", "wall_seconds"), Opt(NUMBER)),
             "learning_rate": May(FINITE),
             "diverged": May(Opt({"step": int, "reason": str})),
@@ -210,7 +303,7 @@ def _kind(value) -> str:
 
 @dataclass(frozen=True)
 class Results:
-    """A checked results.json, and what the page and the plots derive from it."""
+    """A checked results.json, and what the reports and the plots derive from it."""
 
     doc: dict
 
@@ -255,6 +348,11 @@ class Results:
     def last_n(self) -> int:
         return self.settings["last_n"]
 
+    @property
+    def stack(self) -> int:
+        """The stack size (1: every run alone; so in files written before stacks)."""
+        return self.settings.get("stack", 1)
+
     def levels(self) -> list[Level]:
         """The numeric levels in the order of the designs' summaries."""
         out: list[Level] = []
@@ -282,7 +380,7 @@ class Results:
 
     @property
     def lr_sweep(self) -> dict | None:
-        """The learning-rate sweep's summary (see `report.summarize`), or None: no sweep."""
+        """The learning-rate sweep's summary (see `analysis.summarize`), or None: no sweep."""
         return self.doc.get("lr_sweep")
 
     @property
@@ -300,6 +398,12 @@ class Results:
             if d["level"] == flags and d["design"] == design:
                 return d["best_lr"]
         return None
+
+    @staticmethod
+    def at(level: Level, entries: list[dict]) -> list[dict]:
+        """The entries (design summaries, comparisons, a sweep's designs) of `level`."""
+        flags = level.flags()
+        return [e for e in entries if e["level"] == flags]
 
     def runs_of(self, level: Level, design: str) -> list[dict]:
         flags = level.flags()
@@ -389,3 +493,10 @@ def read(path: str | Path) -> Results:
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     return parse(data, path)
+
+
+def baseline_name(design: dict) -> str:
+    """ "reference" when every switch of the baseline `design` (its varied and fixed switches,
+    name: value) is the reference algorithm's."""
+    reference = all(design.get(n) == s.reference for n, s in SWITCHES.items())
+    return "reference" if reference else "baseline"
