@@ -23,7 +23,7 @@ def test_default_schedule_is_the_reference_linear_decay_float_for_float(steps, l
     assert [lr_at(s, tc) for s in range(steps)] == [lr * (1 - s / steps) for s in range(steps)]
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant", "wsd"])
 def test_warmup_rises_linearly_to_the_peak(schedule):
     tc = TrainConfig(steps=50, learning_rate=0.02, warmup_steps=8, lr_schedule=schedule)
     assert [lr_at(s, tc) for s in range(8)] == [0.02 * (s + 1) / 8 for s in range(8)]
@@ -51,9 +51,62 @@ def test_decays_after_warmup_as_formulas():
         assert lo < after[-1] < lo + 0.05 * (lr - lo), "ends one step short of min_lr"
 
 
-def test_warmup_longer_than_the_run_never_decays():
-    tc = TrainConfig(steps=4, warmup_steps=10, lr_schedule="cosine")
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "wsd"])
+def test_warmup_longer_than_the_run_never_decays(schedule):
+    tc = TrainConfig(steps=4, warmup_steps=10, lr_schedule=schedule)
     assert [lr_at(s, tc) for s in range(4)] == [0.01 * (s + 1) / 10 for s in range(4)]
+
+
+def test_wsd_warms_up_holds_the_peak_then_decays_over_the_last_fraction():
+    """S = 50, W = 5, f = 0.2: D = 10 decay steps, from s0 = 40; the first step at lr / W, the
+    warm-up's last at the peak, the peak held exactly until the decay's first step, which is the
+    peak up to one rounding, and the last step one decay step above min_lr, as linear ends."""
+    lr, lo, W, S = 0.02, 0.002, 5, 50
+    tc = TrainConfig(steps=S, learning_rate=lr, warmup_steps=W, min_lr=lo, lr_schedule="wsd")
+    lrs = [lr_at(s, tc) for s in range(S)]
+    assert lrs[0] == lr / W and lrs[W - 1] == lr
+    assert lrs[W:40] == [lr] * (40 - W)  # stable: the peak itself, float for float
+    assert lrs[40] == pytest.approx(lr, rel=1e-15)  # p = 0
+    assert lrs[41] < lr
+    for s in range(40, S):
+        assert lrs[s] == pytest.approx(lo + (lr - lo) * (1 - (s - 40) / 10), rel=1e-15), s
+    assert lrs[-1] == pytest.approx(lo + (lr - lo) / 10, rel=1e-15)
+    assert all(a > b for a, b in zip(lrs[40:], lrs[41:])), "decays strictly"
+
+
+@pytest.mark.parametrize(
+    "steps,fraction,first_below",  # the decay's length D = floor(f S + 1/2), from S - D
+    [(10, 0.25, 8), (10, 0.05, None), (10, 0.04, None), (7, 0.5, 4), (1000, 0.2, 801)],
+)
+def test_wsd_decays_over_the_nearest_whole_number_of_steps(steps, fraction, first_below):
+    """f S = 2.5 rounds up to 3 steps (from 7: step 8 is the first below the peak); 0.5 to one
+    step, whose rate is still the peak (p = 0), and 0.4 to none: no step decays."""
+    tc = TrainConfig(steps=steps, lr_schedule="wsd", decay_fraction=fraction)
+    lrs = [lr_at(s, tc) for s in range(steps)]
+    if first_below is None:
+        assert lrs == [tc.learning_rate] * steps
+    else:
+        assert lrs[:first_below] == [tc.learning_rate] * first_below
+        assert all(x < tc.learning_rate for x in lrs[first_below:])
+
+
+@pytest.mark.parametrize("S,W,lo", [(10, 0, 0.0), (45, 5, 0.002), (37, 36, 0.001), (1000, 30, 0.0)])
+def test_wsd_with_decay_fraction_1_is_linear_float_for_float(S, W, lo):
+    """The decay then starts at the end of the warm-up, and wsd computes it with linear's own
+    expression on the same numbers: equal float for float, not within a tolerance."""
+    common = dict(steps=S, learning_rate=0.003, warmup_steps=W, min_lr=lo)
+    linear = TrainConfig(lr_schedule="linear", **common)
+    wsd = TrainConfig(lr_schedule="wsd", decay_fraction=1.0, **common)
+    assert [lr_at(s, wsd) for s in range(S)] == [lr_at(s, linear) for s in range(S)]
+
+
+def test_a_warmup_into_the_decay_shortens_it():
+    """S = 20, f = 0.5: the decay would start at 10, but the warm-up lasts 15 steps; it starts
+    at 15 instead, as linear's does."""
+    common = dict(steps=20, warmup_steps=15, min_lr=1e-3)
+    wsd = TrainConfig(lr_schedule="wsd", decay_fraction=0.5, **common)
+    linear = TrainConfig(lr_schedule="linear", **common)
+    assert [lr_at(s, wsd) for s in range(20)] == [lr_at(s, linear) for s in range(20)]
 
 
 def test_metrics_record_the_scheduled_lr(tmp_path):
@@ -241,6 +294,34 @@ def test_modes_agree_with_every_option_on(batch_size, clip, loss_average):
             want_m = torch.tensor(want_m, dtype=F64)
             err = (torch.tensor(got_state[key][name], dtype=F64) - want_m).abs().max()
             assert err <= PARITY_REL * want_m.abs().max(), (key, name, float(err))
+
+
+@pytest.mark.parametrize("schedule", ["wsd", "cosine"])
+def test_both_modes_train_on_the_schedule_alike(tmp_path, schedule):
+    """The schedule is mode-agnostic (`lr_at`, applied by the shared loop): each mode's metrics
+    record its rates, and in float64 the two modes' losses agree step for step."""
+    import json
+
+    from microgpt.train import MetricsWriter, prepare, train
+
+    p = tmp_path / "tiny.txt"
+    p.write_text("abcabc\nbcabca\ncabcab\nacbacb\n")
+    decay = {"decay_fraction": 0.5} if schedule == "wsd" else {}
+    tc = TrainConfig(
+        steps=12, val_fraction=0.0, warmup_steps=3, lr_schedule=schedule, min_lr=1e-3, **decay
+    )
+    losses = {}
+    for mode in ("scalar", "tensor"):
+        config, prep = prepare(str(p), {"n_embd": 4, "n_head": 2, "block_size": 4}, tc)
+        metrics = MetricsWriter(tmp_path / f"{mode}.jsonl")
+        options = TensorOptions(device="cpu", dtype="float64") if mode == "tensor" else None
+        _, result = train(mode, config, tc, prep, tensor=options, metrics=metrics)
+        metrics.finish(result.summary())
+        records = [json.loads(line) for line in open(tmp_path / f"{mode}.jsonl")][:-1]
+        assert [r["lr"] for r in records] == [lr_at(s, tc) for s in range(12)]
+        losses[mode] = result.losses
+    for want, got in zip(losses["scalar"], losses["tensor"]):
+        assert abs(got - want) <= PARITY_REL * want
 
 
 # the training loss's average ------------------------------------------------------------------

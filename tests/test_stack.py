@@ -355,7 +355,8 @@ def test_a_diverging_run_leaves_its_neighbours_alone():
             assert loss_error(got[i], want) <= LOSS_REL, (step, s, got[i], want)
 
 
-# what a stack refuses -----------------------------------------------------------------------------
+# what a stack refuses: every setting but the seed and the schedule's (config.STACK_PER_RUN; a
+# stack of runs on different schedules: test_settings) -----------------------------------------
 
 DIFFERENT = {
     "steps": 7,
@@ -363,8 +364,6 @@ DIFFERENT = {
     "beta1": 0.9,
     "beta2": 0.95,
     "eps": 1e-6,
-    "lr_schedule": "cosine",
-    "warmup_steps": 3,
     "weight_decay": 0.2,
     "grad_clip": 1.0,
     "z_loss": 1e-4,

@@ -232,6 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, world, group) -> int:
     from microgpt.progress import Progress
     from microgpt.sample import check_temperature
+    from microgpt.schedule import warmup_warning
     from microgpt.train import MetricsWriter, bits, prepare, train
 
     options = tensor_options(args)
@@ -251,6 +252,8 @@ def _train(args: argparse.Namespace, world, group) -> int:
     ckpt = _load_checkpoint(args.resume, group) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
     check_train_options(args.mode, tc)
+    if world.main and (note := warmup_warning(tc.warmup_steps, tc.steps)):
+        print(f"microgpt: warning: {note}", file=sys.stderr)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
     config, prep = prepare(input_path, model_args, tc)
     if ckpt is not None:

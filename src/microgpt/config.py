@@ -2,6 +2,12 @@
 
 `ModelConfig` is the architecture (what a checkpoint must agree on); `TrainConfig` is how it is
 trained. Both are plain values: to change one, make a new one with `dataclasses.replace`.
+
+Every field is declared once, with what the rest of the package derives from it: a design switch
+with `switch(...)` (`Switch`, collected in `SWITCHES`), a model size or training setting with
+`setting(...)` (`Setting`, collected in `SETTINGS`). From these come the `train` and `ablate`
+flags and their help (`flags`), the validation and its messages (here), and which settings the
+runs of one stack may differ in (`STACK_PER_RUN`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,19 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _positive_int(name: str, value: object) -> None:
     _require(
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
         f"{name} must be a positive integer, got {value!r}",
     )
+
+
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+BOOLEAN_WORDS |= {"false": False, "no": False, "off": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -53,10 +67,8 @@ class Switch:
     def parse(self, text: str) -> object:
         """A value as written on a command line or in a list (`relu2`, `true`, `no` ...)."""
         if self.boolean:
-            words = {"true": True, "yes": True, "on": True, "1": True}
-            words |= {"false": False, "no": False, "off": False, "0": False}
-            if text.strip().lower() in words:
-                return words[text.strip().lower()]
+            if text.strip().lower() in BOOLEAN_WORDS:
+                return BOOLEAN_WORDS[text.strip().lower()]
         else:
             for v in self.values:
                 if text.strip() == str(v):
@@ -75,12 +87,159 @@ def switch(reference: object, values: tuple, labels: tuple[str, ...], help: str)
 
 
 @dataclass(frozen=True)
+class Range:
+    """Where a number may lie, written as the docs write it: `> 0`, `>= 0`, `[0, 1)`, `(0, 1]`."""
+
+    text: str
+    low: float
+    low_closed: bool
+    high: float = math.inf
+    high_closed: bool = False
+
+    @classmethod
+    def of(cls, text: str) -> Range:
+        t = text.replace(" ", "")
+        if t.startswith(">="):
+            return cls(text, float(t[2:]), True)
+        if t.startswith(">"):
+            return cls(text, float(t[1:]), False)
+        assert t[0] in "[(" and t[-1] in ")]", text
+        low, high = t[1:-1].split(",")
+        return cls(text, float(low), t[0] == "[", float(high), t[-1] == "]")
+
+    def __contains__(self, x: float) -> bool:
+        above = x >= self.low if self.low_closed else x > self.low
+        below = x <= self.high if self.high_closed else x < self.high
+        return above and below
+
+    def words(self, integer: bool) -> str:
+        """As a message says it: "a positive integer", "0 or more", "in [0, 1)"."""
+        if self.high < math.inf:
+            return f"in {self.text}"
+        if self.low_closed:
+            return f"{self.low:g} or more"
+        if self.low == 0:
+            return "a positive integer" if integer else "a positive number"
+        return f"more than {self.low:g}"
+
+
+KINDS = ("name", "int", "real", "bool")  # a setting's kind: a name from a closed set, a number...
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A model size or training setting, declared once as a field of `ModelConfig` or
+    `TrainConfig` (see `setting`).
+
+    Derived from it: its flag and help (`flags`), the config's validation and its message, its
+    parse from text (a flag's value, an ablation's list), and whether the runs of one stack may
+    differ in it. A setting without a flag group is deliberately not a flag (the defaults hold)."""
+
+    name: str
+    default: object
+    kind: str  # one of KINDS
+    help: str
+    values: tuple = ()  # kind "name": every allowed value
+    within: Range | None = None  # kinds "int" and "real": the allowed numbers
+    none: bool = False  # None is allowed too (its meaning is in the help)
+    metavar: str | None = None
+    group: str | None = None  # the flag group: "model", "data" or "optimizer"; None: no flag
+    per_run: bool = False  # the runs of one stack may differ in it (see STACK_PER_RUN)
+    applies: tuple[str, object] | None = None  # (setting, value): only used when that setting
+    # has that value; a value other than the default is refused otherwise (`modes`)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its flag, or its name if it has none."""
+        return self.flag if self.group is not None else self.name
+
+    def allows(self, value: object) -> bool:
+        if value is None:
+            return self.none
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "name":
+            return any(value == v and type(value) is type(v) for v in self.values)
+        if self.kind == "int" and not isinstance(value, int):
+            return False
+        return _finite(value) and value in self.within
+
+    def words(self) -> str:
+        """What a value must be, as a message says it."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "name":
+            if len(self.values) == 2:
+                return " or ".join(map(str, self.values))
+            return "one of " + ", ".join(map(str, self.values))
+        return self.within.words(self.kind == "int")
+
+    def check(self, value: object) -> None:
+        _require(self.allows(value), f"{self.label} must be {self.words()}, got {value!r}")
+
+    def parse(self, text: str) -> object:
+        """A value from text (`0.2`, `wsd`, `true`), checked."""
+        word, wrong = text.strip(), UserError(f"{self.label} {text!r} is not {self.words()}")
+        try:
+            if self.kind == "bool":
+                value = BOOLEAN_WORDS[word.lower()]
+            elif self.kind == "name":
+                value = next(v for v in self.values if word == str(v))
+            else:
+                value = int(word) if self.kind == "int" else float(word)
+        except (KeyError, StopIteration, ValueError):
+            raise wrong from None
+        if not self.allows(value):
+            raise wrong
+        return value
+
+
+def setting(
+    default: object,
+    kind: str,
+    help: str,  # noqa: A002
+    *,
+    values: tuple = (),
+    within: str | None = None,
+    none: bool = False,
+    metavar: str | None = None,
+    group: str | None = None,
+    per_run: bool = False,
+    applies: tuple[str, object] | None = None,
+):
+    """A `ModelConfig` or `TrainConfig` field declaring a setting (see `Setting`)."""
+    assert kind in KINDS and (kind == "name") == bool(values)
+    assert (kind in ("int", "real")) == (within is not None)
+    declared = dict(kind=kind, help=help, values=values, none=none, metavar=metavar)
+    declared |= dict(group=group, per_run=per_run, applies=applies)
+    declared["within"] = Range.of(within) if within is not None else None
+    return field(default=default, metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int
-    n_layer: int = 1
-    n_embd: int = 16
-    n_head: int = 4
-    block_size: int = 16
+    vocab_size: int  # from the data, not a flag
+    n_layer: int = setting(
+        1, "int", "transformer blocks (default 1)", within="> 0", metavar="N", group="model"
+    )
+    n_embd: int = setting(
+        16, "int", "embedding width (default 16)", within="> 0", metavar="N", group="model"
+    )
+    n_head: int = setting(
+        4,
+        "int",
+        "attention heads; must divide --n-embd (4)",
+        within="> 0",
+        metavar="N",
+        group="model",
+    )
+    block_size: int = setting(
+        16, "int", "context length in tokens (default 16)", within="> 0", metavar="N", group="model"
+    )
     # design switches: the reference's value first; each is read once in each mode's model
     tie_lm_head: bool = switch(
         False,
@@ -121,8 +280,9 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in SIZES:
-            _positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        _positive_int("--vocab-size", self.vocab_size)
+        for s in SIZE_SETTINGS.values():
+            s.check(getattr(self, s.name))
         _require(self.vocab_size >= 2, "the vocabulary needs at least one character besides BOS")
         _require(
             self.n_embd % self.n_head == 0,
@@ -180,7 +340,6 @@ class ModelConfig:
         return cls(**d)
 
 
-SIZES = ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")
 SWITCHES: dict[str, Switch] = {
     f.name: Switch(f.name, **f.metadata["switch"])
     for f in fields(ModelConfig)
@@ -190,116 +349,228 @@ REFERENCE_DESIGN = {name: s.reference for name, s in SWITCHES.items()}
 DEFAULT_VARY = ("tie_lm_head", "input_rmsnorm")  # what `ablate` varies by default: the seed's 2 × 2
 
 
+DATA_KINDS = ("lines", "stream")
+OPTIMIZERS = ("adamw", "muon")
+LR_SCHEDULES = ("linear", "cosine", "constant", "wsd")  # `schedule.lr_at`
+LOSS_AVERAGES = ("document", "token")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000  # total steps; also the length of the linear LR decay
-    learning_rate: float = 0.01
-    beta1: float = 0.85
-    beta2: float = 0.99
-    eps: float = 1e-8
-    batch_size: int = 1  # documents per step
-    seed: int = 42
-    val_fraction: float = 0.1  # the last 10% of the shuffled documents are held out
-    val_docs: int = 500  # how many held-out documents the validation loss averages over
-    last_n: int = 100  # the summary's "mean loss over the last N steps"
-    # beyond the reference: each default leaves the reference algorithm unchanged
-    data: str = "lines"  # lines: one document per line | stream: the file as one text
-    lr_schedule: str = "linear"  # linear (to min_lr at the end) | cosine | constant
-    warmup_steps: int = 0  # linear warm-up from 0 to learning_rate over the first steps
-    min_lr: float = 0.0  # where linear and cosine end
-    weight_decay: float = 0.0  # decoupled (AdamW), on every weight matrix
-    grad_clip: float = 0.0  # clip the gradient's global L2 norm to this; 0: off
-    z_loss: float = 0.0  # adds z_loss * (log Z)² per predicted token to the training loss, Z
-    # the softmax's normaliser (PaLM's auxiliary loss); weighted as that position's loss, not
-    # in the held-out losses; 0: off
-    dropout: float = 0.0  # tensor mode only: on attention weights and residual branches
-    reshuffle: bool = False  # lines: each epoch in its own order (False: all in the first's)
-    loss_average: str = "document"  # document: mean over documents of each one's mean loss (the
-    # reference's batch loss) | token: mean over every predicted token of the batch (makemore's)
-    eval_every: int = 0  # evaluate on held-out data every K steps; 0: only at the end
-    eval_docs: int | None = None  # held-out documents (windows) of the per-token loss; None: all,
-    # 0: no per-token evaluation
-    optimizer: str = "adamw"  # adamw: Adam (AdamW with weight_decay) on every weight matrix |
-    # muon: Muon on the hidden matrices, AdamW on the embeddings and head (`microgpt.muon`)
-    muon_momentum: float = 0.95  # Muon's Nesterov momentum (Keller Jordan's default)
+    """How a model is trained: every field a `Setting`, in the order of its flags. Beyond the
+    reference's own settings, each default leaves the reference algorithm unchanged."""
+
+    # the optimizer and its schedule: flags in "optimizer (defaults: the reference's)"
+    steps: int = setting(
+        1000,
+        "int",
+        "total steps, also the length of the LR schedule (1000)",
+        within="> 0",
+        metavar="N",
+        group="optimizer",
+    )
+    seed: int = setting(
+        42,
+        "int",
+        "seed of the one RNG stream (default 42)",
+        within=">= 0",
+        metavar="S",
+        group="optimizer",
+        per_run=True,  # a run's data order and initial weights, its own in a stack
+    )
+    batch_size: int = setting(
+        1, "int", "documents per step (default 1)", within="> 0", metavar="B", group="optimizer"
+    )
+    optimizer: str = setting(
+        "adamw",
+        "name",
+        "adamw: Adam, AdamW with --weight-decay, on every weight (default); muon: Muon "
+        "(momentum, then Newton-Schulz orthogonalisation) on the hidden matrices and AdamW on "
+        "the embeddings and head, both at one learning rate (scalar mode for now)",
+        values=OPTIMIZERS,
+        group="optimizer",
+    )
+    # the schedule (`schedule.lr_at`): each run of a stack computes its own rate, a column of
+    # the stack's update, so all of it may differ between the runs of one stack
+    learning_rate: float = setting(
+        0.01,
+        "real",
+        "peak learning rate (0.01); with muon, of both groups: a Muon update is scaled to "
+        "an RMS of about 0.2, that of an AdamW update",
+        within="> 0",
+        metavar="LR",
+        group="optimizer",
+        per_run=True,
+    )
+    lr_schedule: str = setting(
+        "linear",
+        "name",
+        "after the warm-up: linear decay (default), cosine decay, constant, or wsd (constant, "
+        "then a linear decay over the last --decay-fraction of the steps)",
+        values=LR_SCHEDULES,
+        group="optimizer",
+        per_run=True,
+    )
+    warmup_steps: int = setting(
+        0,
+        "int",
+        "linear warm-up steps (0); more than --steps trains, with a warning: the rate never "
+        "reaches its peak",
+        within=">= 0",
+        metavar="N",
+        group="optimizer",
+        per_run=True,
+    )
+    decay_fraction: float = setting(
+        0.2,
+        "real",
+        "wsd: the share of all the steps, at the end, over which the rate decays to --min-lr "
+        "(default 0.2)",
+        within="(0, 1]",
+        metavar="F",
+        group="optimizer",
+        per_run=True,
+        applies=("lr_schedule", "wsd"),
+    )
+    min_lr: float = setting(
+        0.0,
+        "real",
+        "where the linear, cosine and wsd decays end (0)",
+        within=">= 0",  # and at most learning_rate: see __post_init__
+        metavar="LR",
+        group="optimizer",
+        per_run=True,
+    )
+    # Adam's (AdamW's) constants
+    beta1: float = setting(
+        0.85, "real", "Adam's beta1 (0.85)", within="[0, 1)", metavar="B", group="optimizer"
+    )
+    beta2: float = setting(
+        0.99, "real", "Adam's beta2 (0.99)", within="[0, 1)", metavar="B", group="optimizer"
+    )
+    eps: float = setting(1e-8, "real", "Adam's epsilon, the reference's (not a flag)", within="> 0")
+    muon_momentum: float = setting(
+        0.95,
+        "real",
+        "Muon's Nesterov momentum (0.95); --optimizer muon only",  # Keller Jordan's default
+        within="[0, 1)",
+        metavar="B",
+        group="optimizer",
+        applies=("optimizer", "muon"),
+    )
+    # regularisation
+    weight_decay: float = setting(
+        0.0,
+        "real",
+        "decoupled weight decay (AdamW's) on every weight matrix, with either optimizer (0)",
+        within=">= 0",
+        metavar="W",
+        group="optimizer",
+    )
+    grad_clip: float = setting(
+        0.0,
+        "real",
+        "clip the gradient's global L2 norm to C (default 0: off)",
+        within=">= 0",
+        metavar="C",
+        group="optimizer",
+    )
+    z_loss: float = setting(
+        0.0,
+        "real",
+        "add C (log Z)^2 per predicted token to the training loss, Z the softmax's "
+        "normaliser, weighted as that token's loss; the reported training loss includes it, "
+        "the held-out losses do not (default 0: off)",  # PaLM's auxiliary loss
+        within=">= 0",
+        metavar="C",
+        group="optimizer",
+    )
+    dropout: float = setting(
+        0.0,
+        "real",
+        "tensor mode: dropout on the embeddings, attention weights and residual branches (0)",
+        within="[0, 1)",
+        metavar="P",
+        group="optimizer",
+    )
+    reshuffle: bool = setting(
+        False,
+        "bool",
+        "lines: put every epoch after the first in its own order, drawn from the seed "
+        "(default: every epoch in the first's order, as the reference)",
+        group="optimizer",
+    )
+    loss_average: str = setting(
+        "document",
+        "name",
+        "a batch's training loss: the mean over its documents of each one's mean "
+        "(default, the reference's) or the mean over all its predicted tokens (makemore's; "
+        "the per-token validation loss is that mean)",
+        values=LOSS_AVERAGES,
+        group="optimizer",
+    )
+    last_n: int = setting(
+        100,
+        "int",
+        "summary: mean loss of the last N steps (100)",
+        within="> 0",
+        metavar="N",
+        group="optimizer",
+    )
+    # the data and the held-out figures: flags in "data"
+    data: str = setting(
+        "lines",
+        "name",
+        "lines: one document per line (default); stream: the whole file as one text, "
+        "trained on windows of block_size + 1 characters, the last 10% held out",
+        values=DATA_KINDS,
+        group="data",
+    )
+    val_fraction: float = setting(
+        0.1,
+        "real",
+        "share of the documents held out for validation (default 0.1)",  # the last ones
+        within="[0, 1)",
+        metavar="F",
+        group="data",
+    )
+    val_docs: int = setting(
+        500,
+        "int",
+        "held-out documents the per-document val loss averages over (default 500)",
+        within=">= 0",
+        metavar="N",
+        group="data",
+    )
+    eval_docs: int | None = setting(
+        None,
+        "int",
+        "held-out documents (stream: windows) of the per-token val loss (default: all; "
+        "0: none, the default of ablate)",
+        within=">= 0",
+        none=True,
+        metavar="N",
+        group="data",
+    )
+    eval_every: int = setting(
+        0,
+        "int",
+        "evaluate the per-token val loss every K steps (default 0: at the end only)",
+        within=">= 0",
+        metavar="K",
+        group="data",
+    )
 
     def __post_init__(self) -> None:
-        _positive_int("--steps", self.steps)
-        _positive_int("--batch-size", self.batch_size)
-        _positive_int("--last-n", self.last_n)
+        for s in TRAIN_SETTINGS.values():
+            s.check(getattr(self, s.name))
         _require(
-            isinstance(self.val_docs, int) and self.val_docs >= 0,
-            f"--val-docs must be 0 or more, got {self.val_docs!r}",
-        )
-        _require(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-            f"--seed must be a non-negative integer, got {self.seed!r}",
-        )
-        _require(
-            _finite(self.learning_rate) and self.learning_rate > 0,
-            f"--learning-rate must be a positive number, got {self.learning_rate!r}",
-        )
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            _require(_finite(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
-        _require(_finite(self.eps) and self.eps > 0, f"eps must be positive, got {self.eps!r}")
-        _require(
-            _finite(self.val_fraction) and 0 <= self.val_fraction < 1,
-            f"--val-fraction must be in [0, 1), got {self.val_fraction!r}",
-        )
-        _require(self.data in DATA_KINDS, f"--data must be lines or stream, got {self.data!r}")
-        _require(
-            isinstance(self.reshuffle, bool),
-            f"reshuffle must be true or false, got {self.reshuffle!r}",
+            self.min_lr <= self.learning_rate,
+            f"--min-lr must be in [0, --learning-rate], got {self.min_lr!r}",
         )
         _require(
             not (self.reshuffle and self.data == "stream"),
             "--reshuffle applies to --data lines (a stream's windows are drawn at random)",
-        )
-        _require(
-            self.loss_average in LOSS_AVERAGES,
-            f"--loss-average must be document or token, got {self.loss_average!r}",
-        )
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
-        )
-        for name in ("warmup_steps", "eval_every"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-                f"--{name.replace('_', '-')} must be 0 or more, got {value!r}",
-            )
-        _require(
-            self.eval_docs is None
-            or (
-                isinstance(self.eval_docs, int)
-                and not isinstance(self.eval_docs, bool)
-                and self.eval_docs >= 0
-            ),
-            f"--eval-docs must be 0 or more, got {self.eval_docs!r}",
-        )
-        _require(
-            _finite(self.min_lr) and 0 <= self.min_lr <= self.learning_rate,
-            f"--min-lr must be in [0, --learning-rate], got {self.min_lr!r}",
-        )
-        for name in ("weight_decay", "grad_clip", "z_loss"):
-            value = getattr(self, name)
-            _require(
-                _finite(value) and value >= 0,
-                f"--{name.replace('_', '-')} must be 0 or more, got {value!r}",
-            )
-        _require(
-            _finite(self.dropout) and 0 <= self.dropout < 1,
-            f"--dropout must be in [0, 1), got {self.dropout!r}",
-        )
-        _require(
-            self.optimizer in OPTIMIZERS,
-            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
-        )
-        _require(
-            _finite(self.muon_momentum) and 0 <= self.muon_momentum < 1,
-            f"--muon-momentum must be in [0, 1), got {self.muon_momentum!r}",
         )
 
     def to_dict(self) -> dict:
@@ -312,9 +583,31 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-DATA_KINDS = ("lines", "stream")
-OPTIMIZERS = ("adamw", "muon")
-LOSS_AVERAGES = ("document", "token")
+def _settings(config: type) -> dict[str, Setting]:
+    declared = [
+        Setting(f.name, f.default, **f.metadata["setting"])
+        for f in fields(config)
+        if "setting" in f.metadata
+    ]
+    assert all(s.allows(s.default) for s in declared)
+    return {s.name: s for s in declared}
+
+
+SIZE_SETTINGS = _settings(ModelConfig)  # every size but vocab_size (the data's)
+TRAIN_SETTINGS = _settings(TrainConfig)  # every TrainConfig field
+SETTINGS = SIZE_SETTINGS | TRAIN_SETTINGS  # every setting, by name: what `ablate` may vary
+assert set(TRAIN_SETTINGS) == {f.name for f in fields(TrainConfig)}
+
+# what the runs of a stack (many runs trained as one computation: `ablate.plan.stacks`,
+# `tensor.model.TensorGPT.stack`) may differ in: each run's seed (its data order and initial
+# weights) and its learning-rate schedule (a column of the update); every other setting changes
+# the arithmetic of a step and is the stack's
+STACK_PER_RUN = tuple(name for name, s in TRAIN_SETTINGS.items() if s.per_run)
+
+
+def stack_shared(train: TrainConfig) -> dict:
+    """The settings of `train` that every run of its stack must share (all but STACK_PER_RUN)."""
+    return {k: v for k, v in train.to_dict().items() if k not in STACK_PER_RUN}
 
 
 TENSOR_DTYPES = ("float32", "float64", "bfloat16")  # tensor mode's --dtype (`tensor.device`)
@@ -330,11 +623,6 @@ class TensorOptions:
     compile: bool = False  # torch.compile the training step
 
 
-LR_SCHEDULES = ("linear", "cosine", "constant")
 # added to the gradient norm when clipping, as torch.nn.utils.clip_grad_norm_ does:
 # g <- g * min(1, grad_clip / (|g| + GRAD_CLIP_EPS))
 GRAD_CLIP_EPS = 1e-6
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -2,22 +2,36 @@
 
 Torch-free and free of command logic, so that `cli` and `ablate.cli` both import it and neither
 imports the other. A design switch's flag comes from its declaration in `ModelConfig`
-(`config.SWITCHES`): nothing here names a switch.
+(`config.SWITCHES`), a size's or training setting's from its declaration in `ModelConfig` or
+`TrainConfig` (`config.SETTINGS`): nothing here names a switch or a setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
 
-from microgpt.config import OPTIMIZERS, SWITCHES, ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import (
+    SIZE_SETTINGS,
+    SWITCHES,
+    TRAIN_SETTINGS,
+    ModelConfig,
+    Setting,
+    TensorOptions,
+)
 from microgpt.errors import UserError
 
 MODES = ("scalar", "tensor")
-SIZE_FLAGS = ("n_layer", "n_embd", "n_head", "block_size")
+SIZE_FLAGS = tuple(SIZE_SETTINGS)  # n_layer, n_embd, n_head, block_size
 MODEL_FLAGS = SIZE_FLAGS + tuple(SWITCHES)  # every ModelConfig field but vocab_size
-TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
+TRAIN_FLAGS = tuple(name for name, s in TRAIN_SETTINGS.items() if s.group is not None)
 assert set(MODEL_FLAGS) == {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+GROUPS = {  # a flag group's title
+    "model": "model (defaults: the reference's)",
+    "data": "data",
+    "optimizer": "optimizer (defaults: the reference's)",
+}
 
 
 # argument types: each rejects a bad value with a message argparse prints on one line ---------
@@ -58,28 +72,29 @@ class Parser(argparse.ArgumentParser):
 # flag groups -----------------------------------------------------------------------------------
 
 
+def add_setting_flag(g: argparse._ArgumentGroup, s: Setting) -> None:
+    """The flag of a declared setting (`config.Setting`): `--x / --no-x` for a boolean, a
+    choice for a name, a number otherwise (an integer's lower bound checked here, a real's
+    range when the config is made)."""
+    text = s.help.replace("%", "%%")  # argparse formats help with %
+    if s.kind == "bool":
+        g.add_argument(s.flag, action=argparse.BooleanOptionalAction, help=text)
+    elif s.kind == "name":
+        g.add_argument(s.flag, choices=s.values, help=text)
+    elif s.kind == "int":
+        assert s.within.high == math.inf, "an integer flag has a lower bound only"
+        lowest = math.ceil(s.within.low) if s.within.low_closed else math.floor(s.within.low) + 1
+        g.add_argument(s.flag, metavar=s.metavar, type=int_at_least(lowest), help=text)
+    else:
+        g.add_argument(s.flag, metavar=s.metavar, type=number, help=text)
+
+
 def add_model_flags(p: argparse.ArgumentParser, switches: bool = True) -> None:
     """The architecture flags: sizes, then one flag per design switch (`switches=False`
     leaves those out)."""
-    g = p.add_argument_group("model (defaults: the reference's)")
-    g.add_argument(
-        "--n-layer", metavar="N", type=int_at_least(1), help="transformer blocks (default 1)"
-    )
-    g.add_argument(
-        "--n-embd", metavar="N", type=int_at_least(1), help="embedding width (default 16)"
-    )
-    g.add_argument(
-        "--n-head",
-        metavar="N",
-        type=int_at_least(1),
-        help="attention heads; must divide --n-embd (4)",
-    )
-    g.add_argument(
-        "--block-size",
-        metavar="N",
-        type=int_at_least(1),
-        help="context length in tokens (default 16)",
-    )
+    g = p.add_argument_group(GROUPS["model"])
+    for s in SIZE_SETTINGS.values():
+        add_setting_flag(g, s)
     if not switches:
         return
     g = p.add_argument_group("design switches (defaults: the reference's)")
@@ -91,140 +106,20 @@ def add_model_flags(p: argparse.ArgumentParser, switches: bool = True) -> None:
 
 
 def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    """The data and optimizer flags; `seed=False` leaves out --seed (ablate sets the seeds)."""
-    g = p.add_argument_group("data")
+    """The data and optimizer flags, one per `TrainConfig` setting with a flag group, and
+    --input; `seed=False` leaves out --seed (ablate sets the seeds)."""
+    g = p.add_argument_group(GROUPS["data"])
     g.add_argument(
         "--input",
         metavar="PATH",
         help="a UTF-8 text file (default: the bundled names)",
     )
-    g.add_argument(
-        "--data",
-        choices=("lines", "stream"),
-        help="lines: one document per line (default); stream: the whole file as one text, "
-        "trained on windows of block_size + 1 characters, the last 10%% held out",
-    )
-    g.add_argument(
-        "--val-fraction",
-        metavar="F",
-        type=number,
-        help="share of the documents held out for validation (default 0.1)",
-    )
-    g.add_argument(
-        "--val-docs",
-        metavar="N",
-        type=int_at_least(0),
-        help="held-out documents the per-document val loss averages over (default 500)",
-    )
-    g.add_argument(
-        "--eval-docs",
-        metavar="N",
-        type=int_at_least(0),
-        help="held-out documents (stream: windows) of the per-token val loss (default: all; "
-        "0: none, the default of ablate)",
-    )
-    g.add_argument(
-        "--eval-every",
-        metavar="K",
-        type=int_at_least(0),
-        help="evaluate the per-token val loss every K steps (default 0: at the end only)",
-    )
-
-    g = p.add_argument_group("optimizer (defaults: the reference's)")
-    g.add_argument(
-        "--steps",
-        metavar="N",
-        type=int_at_least(1),
-        help="total steps, also the length of the LR schedule (1000)",
-    )
-    if seed:
-        g.add_argument(
-            "--seed",
-            metavar="S",
-            type=int_at_least(0),
-            help="seed of the one RNG stream (default 42)",
-        )
-    g.add_argument(
-        "--batch-size", metavar="B", type=int_at_least(1), help="documents per step (default 1)"
-    )
-    g.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        help="adamw: Adam, AdamW with --weight-decay, on every weight (default); muon: Muon "
-        "(momentum, then Newton-Schulz orthogonalisation) on the hidden matrices and AdamW on "
-        "the embeddings and head, both at one learning rate (scalar mode for now)",
-    )
-    g.add_argument(
-        "--learning-rate",
-        metavar="LR",
-        type=number,
-        help="peak learning rate (0.01); with muon, of both groups: a Muon update is scaled to "
-        "an RMS of about 0.2, that of an AdamW update",
-    )
-    g.add_argument(
-        "--lr-schedule",
-        choices=("linear", "cosine", "constant"),
-        help="after the warm-up: linear decay (default), cosine decay, or constant",
-    )
-    g.add_argument(
-        "--warmup-steps", metavar="N", type=int_at_least(0), help="linear warm-up steps (0)"
-    )
-    g.add_argument(
-        "--min-lr", metavar="LR", type=number, help="where linear and cosine decay end (0)"
-    )
-    g.add_argument("--beta1", metavar="B", type=number, help="Adam's beta1 (0.85)")
-    g.add_argument("--beta2", metavar="B", type=number, help="Adam's beta2 (0.99)")
-    g.add_argument(
-        "--muon-momentum",
-        metavar="B",
-        type=number,
-        help="Muon's Nesterov momentum (0.95); --optimizer muon only",
-    )
-    g.add_argument(
-        "--weight-decay",
-        metavar="W",
-        type=number,
-        help="decoupled weight decay (AdamW's) on every weight matrix, with either optimizer (0)",
-    )
-    g.add_argument(
-        "--grad-clip",
-        metavar="C",
-        type=number,
-        help="clip the gradient's global L2 norm to C (default 0: off)",
-    )
-    g.add_argument(
-        "--z-loss",
-        metavar="C",
-        type=number,
-        help="add C (log Z)^2 per predicted token to the training loss, Z the softmax's "
-        "normaliser, weighted as that token's loss; the reported training loss includes it, "
-        "the held-out losses do not (default 0: off)",
-    )
-    g.add_argument(
-        "--dropout",
-        metavar="P",
-        type=number,
-        help="tensor mode: dropout on the embeddings, attention weights and residual branches (0)",
-    )
-    g.add_argument(
-        "--reshuffle",
-        action=argparse.BooleanOptionalAction,
-        help="lines: put every epoch after the first in its own order, drawn from the seed "
-        "(default: every epoch in the first's order, as the reference)",
-    )
-    g.add_argument(
-        "--loss-average",
-        choices=("document", "token"),
-        help="a batch's training loss: the mean over its documents of each one's mean "
-        "(default, the reference's) or the mean over all its predicted tokens (makemore's; "
-        "the per-token validation loss is that mean)",
-    )
-    g.add_argument(
-        "--last-n",
-        metavar="N",
-        type=int_at_least(1),
-        help="summary: mean loss of the last N steps (100)",
-    )
+    for group in ("data", "optimizer"):
+        if group != "data":
+            g = p.add_argument_group(GROUPS[group])
+        for s in TRAIN_SETTINGS.values():
+            if s.group == group and (seed or s.name != "seed"):
+                add_setting_flag(g, s)
 
 
 def add_mode_flags(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from microgpt.config import ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import SETTINGS, TRAIN_SETTINGS, ModelConfig, TensorOptions, TrainConfig
 from microgpt.errors import UserError
 from microgpt.flags import MODES
 from microgpt.init import Matrix
@@ -77,12 +77,17 @@ def make_gpt(
 
 def check_train_options(mode: str, train: TrainConfig) -> None:
     """Raise the UserError for a training option that `mode` lacks (dropout is tensor mode's
-    alone, and for now Muon scalar mode's) or that the optimizer does not take; make_gpt calls
-    it, and a command can call it before it prints anything."""
+    alone, and for now Muon scalar mode's) or that another setting leaves unused (a setting's
+    declared `applies`: --muon-momentum without --optimizer muon, --decay-fraction without
+    --lr-schedule wsd); make_gpt calls it, and a command can call it before it prints anything."""
     if mode == "scalar" and train.dropout > 0:
         raise UserError("--dropout applies to --mode tensor only")
-    if train.optimizer != "muon" and train.muon_momentum != TrainConfig.muon_momentum:
-        raise UserError("--muon-momentum applies to --optimizer muon")
+    for s in TRAIN_SETTINGS.values():
+        if s.applies is None or getattr(train, s.name) == s.default:
+            continue
+        name, value = s.applies
+        if getattr(train, name) != value:
+            raise UserError(f"{s.flag} applies to {SETTINGS[name].flag} {value}")
     if mode == "tensor" and train.optimizer == "muon":  # `microgpt.tensor.muon`: not wired yet
         raise UserError("--optimizer muon runs in --mode scalar for now: tensor mode lacks it")
 

@@ -257,6 +257,16 @@ def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float,
     return lrs
 
 
+def _warn_of_warmup(study) -> None:
+    """One warning line for the study if a warm-up outlasts its shortest runs (see
+    `schedule.warmup_warning`)."""
+    from microgpt.schedule import warmup_warning
+
+    steps = min(level.flags().get("steps", study.train.steps) for level in study.levels())
+    if note := warmup_warning(study.train.warmup_steps, steps):
+        print(f"microgpt: warning: {note}", file=sys.stderr)
+
+
 def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
     designs, levels = study.designs(), study.levels()
     lrs = len(study.lrs) if study.sweep else 1
@@ -311,6 +321,8 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
 
     start = time.perf_counter()
     study = make_study(args)
+    if world.main:
+        _warn_of_warmup(study)
     cores = os.cpu_count() or 1
     if group is not None:  # under torchrun the ranks of one machine share its cores
         cores //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

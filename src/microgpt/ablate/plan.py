@@ -26,16 +26,25 @@ from importlib import metadata
 from pathlib import Path
 
 import microgpt
-from microgpt.config import SWITCHES, TensorOptions, TrainConfig
+from microgpt.config import (
+    SETTINGS,
+    SIZE_SETTINGS,
+    SWITCHES,
+    TensorOptions,
+    TrainConfig,
+    stack_shared,
+)
 from microgpt.errors import UserError
 
 NOT_SETTINGS = ("seed", "last_n")  # per run, and a reporting choice: neither names the folder
 PLANS = ("full", "one-at-a-time")
-MODEL_LEVELS = ("n_layer", "n_embd", "n_head", "block_size")
+MODEL_LEVELS = tuple(SIZE_SETTINGS)  # n_layer, n_embd, n_head, block_size
 TRAIN_LEVELS = ("steps", "learning_rate", "batch_size", "z_loss")
 NUMERIC = MODEL_LEVELS + TRAIN_LEVELS  # the numeric settings --vary accepts (a list is required)
-REAL = ("learning_rate", "z_loss")  # numbers; the other numeric settings are integers
-MAY_BE_ZERO = ("z_loss",)  # 0 is its off value; every other numeric setting must be positive
+# from their declarations (`config.SETTINGS`): which are real numbers (the others are integers),
+# and which may be 0 (every other must be positive)
+REAL = tuple(n for n in NUMERIC if SETTINGS[n].kind == "real")
+MAY_BE_ZERO = tuple(n for n in NUMERIC if 0 in SETTINGS[n].within)
 
 
 # what varies ------------------------------------------------------------------------------------
@@ -301,7 +310,6 @@ class Study:
 
 # stacks: runs trained as one computation ---------------------------------------------------------
 
-STACK_PER_RUN = ("seed", "learning_rate", "min_lr")  # what the runs of a stack may differ in
 CPU_STACK_BYTES = 16 * 2**20  # the default stack's estimated working set on a CPU (see below)
 GPU_STACK_SHARE = 0.25  # ... and its share of the GPU's memory
 MAX_STACK = 256
@@ -310,7 +318,7 @@ MAX_STACK = 256
 def stack_key(task: Task) -> str:
     """Tasks with the same key may share a stack: tensor mode, the same design, sizes and
     training but for seed and learning rate."""
-    train = {k: v for k, v in task.train.to_dict().items() if k not in STACK_PER_RUN}
+    train = stack_shared(task.train)  # all but config.STACK_PER_RUN
     what = [task.mode, task.model_args, train, asdict(task.tensor) if task.tensor else None]
     return json.dumps(what, sort_keys=True)
 

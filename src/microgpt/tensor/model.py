@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from microgpt.config import ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import ModelConfig, TensorOptions, TrainConfig, stack_shared
 from microgpt.init import Matrix
 from microgpt.tensor.device import resolve
 from microgpt.tensor.ops import (
@@ -542,10 +542,9 @@ class TensorGPT:
 
 
 def check_stackable(trains: list[TrainConfig], options: TensorOptions) -> None:
-    """Runs share one stack if their training differs in seed and learning rate only (the
-    schedule is each run's own function of its TrainConfig, so min_lr may differ too)."""
-    per_run = ("seed", "learning_rate", "min_lr")
-    shared = [{k: v for k, v in tc.to_dict().items() if k not in per_run} for tc in trains]
+    """Runs share one stack if their training differs in `config.STACK_PER_RUN` only: the seed
+    and the schedule (each run's own function of its TrainConfig, a column of the update)."""
+    shared = [stack_shared(tc) for tc in trains]
     if any(d != shared[0] for d in shared):
         raise ValueError("the runs of a stack may differ in seed and learning rate only")
     if options.compile:
