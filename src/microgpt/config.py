@@ -301,6 +301,17 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
+# what the runs of a stack (many runs trained as one computation: `ablate.plan.stacks`,
+# `tensor.stack`) may differ in: each run's seed (its data order and initial weights) and its
+# schedule's peak and floor; every other setting is the stack's
+STACK_PER_RUN = ("seed", "learning_rate", "min_lr")
+
+
+def stack_shared(train: TrainConfig) -> dict:
+    """The settings of `train` that every run of its stack must share (all but STACK_PER_RUN)."""
+    return {k: v for k, v in train.to_dict().items() if k not in STACK_PER_RUN}
+
+
 DATA_KINDS = ("lines", "stream")
 LOSS_AVERAGES = ("document", "token")
 

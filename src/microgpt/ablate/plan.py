@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 import microgpt
-from microgpt.config import SWITCHES, TensorOptions, TrainConfig
+from microgpt.config import SWITCHES, TensorOptions, TrainConfig, stack_shared
 from microgpt.errors import UserError
 
 NOT_SETTINGS = ("seed", "last_n")  # per run, and a reporting choice: neither names the folder
@@ -301,7 +301,6 @@ class Study:
 
 # stacks: runs trained as one computation ---------------------------------------------------------
 
-STACK_PER_RUN = ("seed", "learning_rate", "min_lr")  # what the runs of a stack may differ in
 CPU_STACK_BYTES = 16 * 2**20  # the default stack's estimated working set on a CPU (see below)
 GPU_STACK_SHARE = 0.25  # ... and its share of the GPU's memory
 MAX_STACK = 256
@@ -310,7 +309,7 @@ MAX_STACK = 256
 def stack_key(task: Task) -> str:
     """Tasks with the same key may share a stack: tensor mode, the same design, sizes and
     training but for seed and learning rate."""
-    train = {k: v for k, v in task.train.to_dict().items() if k not in STACK_PER_RUN}
+    train = stack_shared(task.train)  # all but config.STACK_PER_RUN
     what = [task.mode, task.model_args, train, asdict(task.tensor) if task.tensor else None]
     return json.dumps(what, sort_keys=True)
 
