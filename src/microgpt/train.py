@@ -358,7 +358,7 @@ def train_stack(
     on_step: Callable[[int, int], None] | None = None,
     studies: list[InStudy] | None = None,
 ) -> list[RunResult]:
-    """`train` for S runs of one shape at once (`TensorGPT.stack`, tensor mode): run s from
+    """`train` for S runs of one shape at once (`tensor.stack.Stack`, tensor mode): run s from
     `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
     run reads the documents, follows the schedule and is evaluated exactly as alone.
 
@@ -367,11 +367,11 @@ def train_stack(
     it. `on_step(step, runs)`: after each step, with the number of runs still training. The
     speed figures of every run are the stack's (a step of the stack is a step of each run).
     `studies` (one `InStudy` per run): each run's halves and diagnostics, made on a solo copy
-    of it (`TensorGPT.run_model`) as `train` makes them."""
-    from microgpt.tensor import TensorGPT
+    of it (`Stack.run_model`) as `train` makes them."""
+    from microgpt.tensor import Stack
 
     weights = [p.weights for p in preps]
-    gpt = TensorGPT.stack(config, weights, list(tcs), tensor)
+    gpt = Stack(config, weights, list(tcs), tensor)
     results = [RunResult(config=config, train=tc, mode="tensor") for tc in tcs]
     data = [token_data(p, tc, config.block_size) for p, tc in zip(preps, tcs)]
     alive = list(range(len(tcs)))  # the runs still in the stack, in its order

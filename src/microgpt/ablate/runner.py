@@ -112,10 +112,10 @@ def _probe(tasks: list[Task], steps: int) -> float:
         def step():
             gpt.train_step(docs[0], lrs[0])
     else:
-        from microgpt.tensor import TensorGPT
+        from microgpt.tensor import Stack
 
         weights = [p.weights for _, p in prepared]
-        stack = TensorGPT.stack(config, weights, trains, tasks[0].tensor)
+        stack = Stack(config, weights, trains, tasks[0].tensor)
 
         def step():
             stack.stack_step(docs, lrs)
