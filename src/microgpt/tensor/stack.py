@@ -12,8 +12,9 @@ In float32 the last digits differ, as batched and single matmuls round different
 
 Everything a run does alone (evaluation, diagnostics, sampling, checkpoints) it does on its
 solo copy, `Stack.run_model(s)`: its held-out figures are then exactly those of the solo model
-with its weights. (A packed forward over the stack would round float32 differently, as training
-does, and the held-out figures of a study must not depend on its stacks.)
+with its weights. A packed forward over the stack would give the same figures in float64 (tried:
+bit for bit) but not in float32 (within 3e-9 relative), and a study's held-out figures must not
+depend on how its runs were stacked.
 """
 
 from __future__ import annotations
