@@ -269,22 +269,8 @@ def train(
         if metrics:
             metrics.replay(result)
     run = Run(tc, result, *token_data(prep, tc, config.block_size), study)
-    best = _best_so_far(keep_best, prep) if keep_best and resume else None
-    saved_at = resume.step if resume else None
-    hooks = _TrainHooks(
-        gpt,
-        result,
-        prep,
-        out,
-        save_every,
-        metrics,
-        on_step,
-        on_eval,
-        keep_best,
-        best,
-        in_study=study is not None,
-        saved_at=saved_at,
-    )
+    hooks = _TrainHooks(gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
+                        on_step, on_eval)  # fmt: skip
     loop = Loop(OneRun(gpt), [run], hooks)
     loop.train(len(result.losses), tc.steps)
     loop.finish(tc.steps)
@@ -514,24 +500,19 @@ class Loop:
                 result.halves = _halves(model, run.val_docs, run.study.halves)
 
 
-@dataclass
 class _TrainHooks(Hooks):
     """What `train` adds to the loop of its one run: the metrics file and callbacks, the
     checkpoints (every `save_every` steps, the best, the last), and a non-finite loss raised as
     a UserError (but in a study)."""
 
-    gpt: GPT
-    result: RunResult
-    prep: Prepared
-    out: str | Path | None
-    save_every: int
-    metrics: MetricsWriter | None
-    on_step: StepCallback | None
-    on_eval: EvalCallback | None
-    keep_best: str | Path | None
-    best: float | None  # the lowest held-out loss so far, with keep_best
-    in_study: bool
-    saved_at: int | None  # the step of the last checkpoint saved to `out`
+    def __init__(self, gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
+                 on_step, on_eval):  # fmt: skip
+        self.gpt, self.result, self.prep, self.in_study = gpt, result, prep, study is not None
+        self.out, self.save_every, self.keep_best = out, save_every, keep_best
+        self.metrics, self.on_step, self.on_eval = metrics, on_step, on_eval
+        self.saved_at = resume.step if resume else None  # the step of `out`'s last checkpoint
+        # the lowest held-out loss so far, with keep_best (an interrupted run's, on resuming)
+        self.best = _best_so_far(keep_best, prep) if keep_best and resume else None
 
     def stepped(self, i: int, step: int, loss: float, lr: float) -> None:
         if self.metrics:

@@ -1,10 +1,11 @@
 """What training keeps beside the net: flat weights, gradient, optimizer, step and packer.
 
 `FlatState` holds them for one run (buffers (numel,), no run axis: `model.TensorGPT`) or for a
-stack of S runs ((S, numel), one run a row: `stack.Stack`). It knows its net only by the net's
-layout (name: shape), its `views` of flat buffers and its `loss_and_grad`, so a net other than
-the built-in `net.GPTNet` reuses everything here; and its optimizer only by `optim.make_optimizer`,
-`update(lrs, step)` and `state()`.
+stack of S runs ((S, numel), one run a row: `stack.Stack`). It knows its net only by what
+`net.GPTNet` offers: `layout` (a `params.FlatLayout` of name: shape), `views(flat, grad, rows)`
+and `loss_and_grad(batch, views, drop, z_loss)`; evaluation adds `forward` and `logits`, and a
+stack `embeddings` (the matrices looked up by row). Another net with those reuses everything
+here. Its optimizer it knows only by `optim.make_optimizer`, `update(lrs, step)` and `state()`.
 """
 
 from __future__ import annotations
