@@ -9,12 +9,10 @@ three scenarios:
   batch32  n_layer 4, n_embd 64, n_head 4, batch 32, one run
 
 For each, `--repeats` rounds (default 5), and in each round, alternating: the optimizer's
-update alone, on the flat gradient of a real step (the model's own `compute_grad` on its
-documents); and the whole training step (`train_step`, or `stack_step`), with the model's
-FlatAdam, then with a FlatMuon put in its place. TensorGPT does not build FlatMuon yet: the
-bench swaps it in, which is all the wiring does for a step. Also printed is the estimate the
-optimizer timings alone give: AdamW's step - FlatAdam's update + FlatMuon's update. The goal:
-a Muon step at most 2x an AdamW step in stack20.
+update alone, on the flat gradient of a real step; and the whole training step (`train_step`,
+or `stack_step`), with `--optimizer adamw`, then with `--optimizer muon`. Also printed is the
+estimate the optimizer timings alone give: AdamW's step - FlatAdam's update + FlatMuon's
+update. The goal: a Muon step at most 2x an AdamW step in stack20.
 
 Scalar mode (`--scalar-steps`, 0 to skip): the reference model's steps/s with AdamW and with
 Muon, alternating, one run each per round.
@@ -67,31 +65,29 @@ class Runs:
         self.stacked = s["runs"] > 1
 
     def model(self, optimizer: str):
-        """A fresh model, its optimizer FlatAdam or (swapped in) FlatMuon."""
+        """A fresh model (a stack, or one run) training with `optimizer`."""
         from dataclasses import replace
 
         from microgpt.tensor import TensorGPT
-        from microgpt.tensor.muon import FlatMuon
+        from microgpt.tensor.stack import Stack
 
+        trains = [replace(tc, optimizer=optimizer) for tc in self.trains]
         if self.stacked:
-            gpt = TensorGPT.stack(self.config, self.weights, self.trains, self.options)
-        else:
-            gpt = TensorGPT(self.config, self.weights[0], self.trains[0], self.options)
-        if optimizer == "muon":
-            tc = replace(self.trains[0], optimizer="muon")
-            gpt.adam = FlatMuon(gpt.layout, gpt.flat, gpt.grad, tc)
-        return gpt
+            return Stack(self.config, self.weights, trains, self.options)
+        return TensorGPT(self.config, self.weights[0], trains[0], self.options)
 
     def docs_and_lrs(self, step: int):
         from microgpt.schedule import lr_at
 
         if self.stacked:
             return [d(step) for d in self.step_docs], [lr_at(step, t) for t in self.trains]
-        return self.step_docs[0](step), lr_at(step, self.trains[0])
+        return self.step_docs[0](step), [lr_at(step, self.trains[0])]
 
     def step(self, gpt, step: int):
         docs, lrs = self.docs_and_lrs(step)
-        return (gpt.stack_step if self.stacked else gpt.train_step)(docs, lrs)
+        if self.stacked:
+            return gpt.stack_step(docs, lrs)
+        return gpt.train_step(docs, lrs[0])
 
     def time_steps(self, optimizer: str, steps: int) -> float:
         """Seconds a training step, over `steps` timed steps."""
@@ -108,13 +104,13 @@ class Runs:
     def time_update(self, optimizer: str, steps: int) -> float:
         """Seconds an optimizer update, on the gradient of one real step, over `steps`."""
         gpt = self.model(optimizer)
-        docs, lrs = self.docs_and_lrs(0)
-        gpt.compute_grad(docs)
+        _, lrs = self.docs_and_lrs(0)
+        self.step(gpt, 0)  # leaves that step's gradient in gpt.grad
         for step in range(1, WARMUP + 1):
-            gpt.adam.update(lrs, step)
+            gpt.optimizer.update(lrs, step)
         start = time.perf_counter()
         for step in range(WARMUP + 1, WARMUP + 1 + steps):
-            gpt.adam.update(lrs, step)
+            gpt.optimizer.update(lrs, step)
         if gpt.flat.is_cuda:
             import torch
 

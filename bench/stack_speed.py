@@ -1,4 +1,4 @@
-"""Run-steps per second of a stack (`TensorGPT.stack`) against the solo loop, in one process.
+"""Run-steps per second of a stack (`tensor.stack.Stack`) against the solo loop, in one process.
 
 A study of many runs of one shape (seeds, a learning-rate sweep) can train them one after
 another, each a solo model (the baseline here), or as one stack of R runs (`stack_step`). The
@@ -92,10 +92,10 @@ class Study:
     def stacked(self, runs: int, steps: int) -> float:
         """Runs 0 .. runs - 1 as one stack for `steps` timed steps; seconds."""
         from microgpt.schedule import lr_at
-        from microgpt.tensor import TensorGPT
+        from microgpt.tensor import Stack
 
         trains, step_docs = self.trains[:runs], self.step_docs[:runs]
-        gpt = TensorGPT.stack(self.config, self.weights[:runs], trains, self.options)
+        gpt = Stack(self.config, self.weights[:runs], trains, self.options)
         for step in range(WARMUP):
             gpt.stack_step([d(step) for d in step_docs], [lr_at(step, tc) for tc in trains])
         start = time.perf_counter()

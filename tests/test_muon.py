@@ -1,8 +1,9 @@
 """Muon (`--optimizer muon`): Newton-Schulz against a direct float64 torch rendering of the
 formula, and what it does to singular values; tensor mode's flat, batched Muon against scalar
 mode's on the same weights and gradients; a stack against each run alone; weight decay and
-clipping exact; training in scalar mode; the momentum in checkpoints; the errors; and the
-model-level parity that waits for tensor mode's wiring."""
+clipping exact; training; the momentum in checkpoints, resumed exactly in either mode; the
+errors; tensor mode against scalar mode over 50 steps; a stack of Muon runs against each run
+alone."""
 
 import json
 import math
@@ -16,7 +17,6 @@ from microgpt import checkpoint, tensorfile
 from microgpt.config import GRAD_CLIP_EPS, ModelConfig, TrainConfig
 from microgpt.errors import UserError
 from microgpt.init import init_weights
-from microgpt.modes import check_train_options
 from microgpt.muon import (
     NS_COEFFICIENTS,
     NS_EPS,
@@ -166,7 +166,7 @@ def test_flat_muon_step_matches_scalar_muon_step(options, design):
     Muon's momentum and Adam's moments within 1e-12 relative, per matrix."""
     config = tiny(**design)
     weights = init_weights(config, random.Random(0))
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     tc = muon_config(options, layout.numel)
     s = ScalarGPT(config, weights, tc)
     p, g = flat(layout, weights), torch.zeros(layout.numel, dtype=F64)
@@ -178,7 +178,7 @@ def test_flat_muon_step_matches_scalar_muon_step(options, design):
         s._muon(lr)
         assert all(q.grad == 0.0 for q in s.params)
         g.copy_(grad)
-        muon.update(lr, step)
+        muon.update([lr], step)
         want, got = s.export_state(), layout.to_lists(p)
         for name in layout.shapes:
             delta_want = torch.tensor(want["weights"][name], dtype=F64) - torch.tensor(
@@ -188,7 +188,8 @@ def test_flat_muon_step_matches_scalar_muon_step(options, design):
             if lr > 0:
                 assert relative_error(delta_got, delta_want) <= 1e-12, (step, name)
             assert relative_error(got[name], want["weights"][name]) <= 1e-15, (step, name)
-        for name, m in muon.export_momentum().items():
+        momentum = layout.to_lists(muon.momentum)
+        for name, m in ((n, momentum[n]) for n in muon.names):
             assert relative_error(m, want["momentum"][name]) <= 1e-12, (step, name)
         for key, buffer in (("adam_m", muon.m), ("adam_v", muon.v)):
             lists = layout.to_lists(buffer)
@@ -210,12 +211,12 @@ def test_muon_updates_have_an_rms_of_about_lr_times_0_2():
     """Moonlight's scale: every Muon matrix moves by about 0.2 lr RMS on its first step, as an
     AdamW matrix does (|m_hat / sqrt(v_hat)| = 1 on a first step)."""
     config = ModelConfig(vocab_size=30, n_layer=1, n_embd=32, n_head=4, block_size=8)
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     p = flat(layout, init_weights(config, random.Random(0)))
     g = some_grads(layout.numel, 2, count=1)[0]
     before = p.clone()
     muon = FlatMuon(layout, p, g, MUON)
-    muon.update(0.01, 1)
+    muon.update([0.01], 1)
     change = layout.views(p - before)
     for name in muon.names:
         rms = float(change[name].pow(2).mean().sqrt()) / 0.01
@@ -231,7 +232,7 @@ def test_a_stack_of_muon_runs_is_each_run_alone():
     median norm: each row of the stack's buffers is the solo optimizer's (float64; measured
     bit-identical on a CPU)."""
     config = tiny()
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     tc = muon_config(dict(weight_decay=0.1, grad_clip=CLIP), layout.numel)
     S = 3
     P = torch.stack([flat(layout, init_weights(config, random.Random(i))) for i in range(S)])
@@ -247,7 +248,7 @@ def test_a_stack_of_muon_runs_is_each_run_alone():
         assert stack.last_grad_norm.shape == (S, 1)
         for i, (p, g, solo) in enumerate(solos):
             g.copy_(grads[i])
-            solo.update(lr[i], step)
+            solo.update([lr[i]], step)
             for mine, its in ((P, p), (stack.momentum, solo.momentum), (stack.m, solo.m)):
                 assert relative_error(mine[i], its) <= 1e-13, (step, i)
             assert relative_error(stack.v[i], solo.v) <= 1e-13
@@ -266,7 +267,7 @@ def test_weight_decay_alone_is_exact(mode):
     tc = TrainConfig(optimizer="muon", weight_decay=0.3)
     config = tiny()
     weights = init_weights(config, random.Random(4))
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     w0 = flat(layout, weights)
     s = ScalarGPT(config, weights, tc)
     p, g = w0.clone(), torch.zeros(layout.numel, dtype=F64)
@@ -276,7 +277,7 @@ def test_weight_decay_alone_is_exact(mode):
             s._muon(lr)
             got = flat(layout, s.export_state()["weights"])
         else:
-            muon.update(lr, step)
+            muon.update([lr], step)
             got = p
         w0 = w0 * (1 - lr * tc.weight_decay)
         assert torch.equal(got, w0), step
@@ -288,7 +289,7 @@ def test_clipping_is_exactly_the_update_of_the_scaled_gradient(mode):
     g * min(1, clip / (|g| + 1e-6)), |g| the norm of the whole gradient, both groups."""
     config = tiny()
     weights = init_weights(config, random.Random(5))
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     grads = some_grads(layout.numel, 6, count=4)
     clip = math.sqrt(layout.numel)
     results = []
@@ -311,7 +312,7 @@ def test_clipping_is_exactly_the_update_of_the_scaled_gradient(mode):
                 s._muon(0.01)
             else:
                 g.copy_(grad)
-                muon.update(0.01, step)
+                muon.update([0.01], step)
         if tc.grad_clip:
             assert 0 < clipped < len(grads)
         state = s.export_state() if mode == "scalar" else {"weights": layout.to_lists(p)}
@@ -322,7 +323,7 @@ def test_clipping_is_exactly_the_update_of_the_scaled_gradient(mode):
 def test_a_clip_never_reached_changes_nothing_bit_for_bit():
     config = tiny()
     weights = init_weights(config, random.Random(7))
-    layout = FlatLayout(config)
+    layout = FlatLayout(config.param_shapes())
     grads = some_grads(layout.numel, 8, count=3)
     results = []
     for tc in (MUON, TrainConfig(optimizer="muon", grad_clip=1e6)):
@@ -333,7 +334,7 @@ def test_a_clip_never_reached_changes_nothing_bit_for_bit():
             set_scalar_grads(s, grad)
             s._muon(0.01)
             g.copy_(grad)
-            muon.update(0.01, step)
+            muon.update([0.01], step)
         results.append((s.export_state()["weights"], p.tolist()))
     assert results[0] == results[1]
 
@@ -353,23 +354,31 @@ def test_scalar_training_with_muon_lowers_the_loss_on_names(tmp_path):
     assert summary["val_loss"] < 2.9
 
 
-def stop_after(steps: int, at: int, path, tc: TrainConfig) -> None:
-    """Train towards `steps` in scalar mode, saving at step `at` and stopping right after."""
+MODE_FLAGS = {"scalar": ["--mode", "scalar"], "tensor": ["--mode", "tensor", "--dtype", "float64"]}
+
+
+def stop_after(steps: int, at: int, path, tc: TrainConfig, mode: str = "scalar") -> None:
+    """Train towards `steps` (tensor mode: in float64), saving at step `at` and stopping right
+    after."""
+    from microgpt.modes import TensorOptions
 
     def stop(step, loss):
         if step == at + 1:
             raise KeyboardInterrupt
 
     config, prep = prepare(None, {"n_embd": 8, "n_head": 2}, tc)
+    tensor = TensorOptions(device="cpu", dtype="float64") if mode == "tensor" else None
     with pytest.raises(KeyboardInterrupt):
-        train("scalar", config, tc, prep, out=path, save_every=at, on_step=stop)
+        train(mode, config, tc, prep, tensor, out=path, save_every=at, on_step=stop)
 
 
-def test_muon_resumes_exactly_with_its_momentum(tmp_path):
+@pytest.mark.parametrize("mode", ["scalar", "tensor"])
+def test_muon_resumes_exactly_with_its_momentum(tmp_path, mode):
     """20 steps straight, and 10 + save + resume 10: the same losses, bit for bit, and the
     same samples; the checkpoint holds the momentum, non-zero, as format 3."""
     full, resumed, ckpt = tmp_path / "full.jsonl", tmp_path / "resumed.jsonl", tmp_path / "c"
     common = ["--optimizer", "muon", "--weight-decay", "0.1", "--grad-clip", "1.0"]
+    common += MODE_FLAGS[mode]
     rc, _, err = run_cli(
         "train", "--steps", "20", *common, *SMALL, "--num-samples", "4", "--metrics", str(full)
     )
@@ -377,15 +386,16 @@ def test_muon_resumes_exactly_with_its_momentum(tmp_path):
     tc = TrainConfig(
         steps=20, optimizer="muon", weight_decay=0.1, grad_clip=1.0, val_docs=50, eval_docs=50
     )
-    stop_after(20, 10, ckpt, tc)
+    stop_after(20, 10, ckpt, tc, mode)
     saved = checkpoint.load(ckpt)
     assert saved.step == 10 and saved.train.optimizer == "muon"
     assert sorted(saved.state["momentum"]) == sorted(muon_matrices(saved.model.param_shapes()))
     assert any(x for m in saved.state["momentum"].values() for row in m for x in row)
     assert json.loads(tensorfile.loads(ckpt.read_bytes())[1]["version"]) == 3
     rc, _, err = run_cli(
-        "train", "--resume", str(ckpt), "--num-samples", "4", "--metrics", str(resumed)
-    )
+        "train", "--resume", str(ckpt), *MODE_FLAGS[mode], "--num-samples", "4",
+        "--metrics", str(resumed),
+    )  # fmt: skip
     assert rc == 0, err
     (losses_full, summary_full), (losses_resumed, summary_resumed) = (
         read_metrics(full),
@@ -445,7 +455,6 @@ def test_a_muon_checkpoint_without_its_momentum_is_refused_in_one_line(tmp_path)
         (["--optimizer", "sgd"], "argument --optimizer: invalid choice: 'sgd'"),
         (["--optimizer", "muon", "--muon-momentum", "1"], "--muon-momentum must be in [0, 1)"),
         (["--muon-momentum", "0.9"], "--muon-momentum applies to --optimizer muon"),
-        (["--optimizer", "muon", "--mode", "tensor"], "--optimizer muon runs in --mode scalar"),
     ],
 )
 def test_options_muon_cannot_take_are_one_line_before_training(argv, message):
@@ -457,20 +466,6 @@ def test_options_muon_cannot_take_are_one_line_before_training(argv, message):
 # model-level parity, once tensor mode runs Muon ---------------------------------------------------
 
 
-def tensor_mode_runs_muon() -> bool:
-    try:
-        check_train_options("tensor", MUON)
-    except UserError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not tensor_mode_runs_muon(),
-    reason="tensor mode's Muon is not wired in yet: TensorGPT must build FlatMuon "
-    "(microgpt.tensor.muon) for --optimizer muon and export/load its momentum, then "
-    "modes.check_train_options must stop refusing it",
-)
 @pytest.mark.parametrize("design", DESIGNS.values(), ids=DESIGNS.keys())
 def test_fifty_muon_steps_match_scalar_mode_from_the_same_state(design):
     """50 steps on the bundled names in float64, teacher-forced: before each step the tensor
@@ -500,3 +495,39 @@ def test_fifty_muon_steps_match_scalar_mode_from_the_same_state(design):
             for name, m in matrices.items():
                 err = relative_error(got_state[key][name], m)
                 assert err <= 1e-10, (step, key, name, err)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_stack_of_muon_runs_trains_as_each_run_alone(batch_size):
+    """Three runs with their own seeds and learning rates, weight decay and a clip that binds,
+    trained 30 steps as one `Stack` and alone, in float64: every step's loss within 1e-12
+    relative, the weights, Adam's moments and Muon's momentum within 1e-10 at the end."""
+    from microgpt.modes import TensorOptions
+    from microgpt.schedule import lr_at
+    from microgpt.tensor import TensorGPT
+    from microgpt.tensor.stack import Stack
+    from microgpt.train import token_data
+
+    options = TensorOptions(device="cpu", dtype="float64")
+    shared = dict(steps=30, batch_size=batch_size, optimizer="muon", weight_decay=0.1)
+    trains = [
+        TrainConfig(seed=s, learning_rate=lr, grad_clip=0.5, **shared)
+        for s, lr in ((0, 0.01), (1, 0.02), (2, 0.005))
+    ]
+    prepared = [prepare(None, {"n_embd": 8, "n_head": 2}, tc) for tc in trains]
+    config = prepared[0][0]
+    stack = Stack(config, [p.weights for _, p in prepared], trains, options)
+    solos = [TensorGPT(config, p.weights, tc, options) for tc, (_, p) in zip(trains, prepared)]
+    data = [token_data(p, tc, config.block_size)[0] for tc, (_, p) in zip(trains, prepared)]
+    for step in range(30):
+        docs, lrs = [d(step) for d in data], [lr_at(step, tc) for tc in trains]
+        got = stack.stack_step(docs, lrs)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert abs(got[s] - want) <= 1e-12 * abs(want), (step, s, got[s], want)
+    for s, solo in enumerate(solos):
+        mine = {"weights": stack.flat, **stack.optimizer.state()}
+        its = {"weights": solo.flat, **solo.optimizer.state()}
+        assert set(mine) == {"weights", "adam_m", "adam_v", "momentum"}
+        for key in mine:
+            assert relative_error(mine[key][s], its[key]) <= 1e-10, (s, key)

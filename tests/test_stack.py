@@ -1,4 +1,4 @@
-"""A stack (`TensorGPT.stack`) against its runs alone: every run of a stack is the same run as
+"""A stack (`tensor.stack.Stack`) against its runs alone: every run of a stack is the same run as
 alone. In float64 each run's loss at every step is within 1e-12 relative of its solo run's, and
 its weights and Adam moments within 1e-10 relative (per matrix, as in test_tensor_parity.py), in
 every design of `designs.DESIGNS`, at batch 1 and batch 8, with dropout, weight decay and
@@ -35,8 +35,8 @@ from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.init import Matrix  # noqa: E402
 from microgpt.modes import TensorOptions  # noqa: E402
 from microgpt.schedule import lr_at  # noqa: E402
-from microgpt.tensor import TensorGPT  # noqa: E402
-from microgpt.train import prepare, token_data  # noqa: E402
+from microgpt.tensor import Stack, TensorGPT, optim  # noqa: E402
+from microgpt.train import InStudy, prepare, token_data, train, train_stack  # noqa: E402
 
 LOSS_REL = 1e-12  # a step's loss, relative to the solo run's
 STATE_REL = 1e-10  # weights and Adam moments, per matrix, relative to the solo run's largest
@@ -61,8 +61,8 @@ class Runs:
     step_docs: list  # per run: step -> that step's documents
     held_out: list[list[list[int]]]  # per run: its held-out documents
 
-    def stack(self, dtype: str = "float64") -> TensorGPT:
-        return TensorGPT.stack(self.config, self.weights, self.trains, options(dtype))
+    def stack(self, dtype: str = "float64") -> Stack:
+        return Stack(self.config, self.weights, self.trains, options(dtype))
 
     def solos(self, dtype: str = "float64") -> list[TensorGPT]:
         pairs = zip(self.weights, self.trains)
@@ -99,13 +99,13 @@ def relative_error(got, want) -> float:
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-300))
 
 
-def state_error(stack: TensorGPT, s: int, solo: TensorGPT) -> float:
+def state_error(stack: Stack, s: int, solo: TensorGPT) -> float:
     """The largest relative error, per matrix, of run s's weights and Adam moments."""
     layout, worst = stack.layout, 0.0
-    for mine, its in ((stack.flat, solo.flat), (stack.adam.m, solo.adam.m)):
+    for mine, its in ((stack.flat, solo.flat), (stack.optimizer.m, solo.optimizer.m)):
         got, want = layout.views(mine[s]), layout.views(its)
         worst = max(worst, *(relative_error(got[n], want[n]) for n in layout.shapes))
-    got, want = layout.views(stack.adam.v[s]), layout.views(solo.adam.v)
+    got, want = layout.views(stack.optimizer.v[s]), layout.views(solo.optimizer.v)
     return max(worst, *(relative_error(got[n], want[n]) for n in layout.shapes))
 
 
@@ -113,11 +113,11 @@ def loss_error(got: float, want: float) -> float:
     return abs(got - want) / abs(want)
 
 
-def force(stack: TensorGPT, s: int, solo: TensorGPT) -> None:
+def force(stack: Stack, s: int, solo: TensorGPT) -> None:
     """Give the stack's run s its solo run's weights and Adam moments."""
     stack.flat[s].copy_(solo.flat)
-    stack.adam.m[s].copy_(solo.adam.m)
-    stack.adam.v[s].copy_(solo.adam.v)
+    stack.optimizer.m[s].copy_(solo.optimizer.m)
+    stack.optimizer.v[s].copy_(solo.optimizer.v)
 
 
 # every run of a stack is its solo run -------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_runs_of_a_stack_are_their_solo_runs(design, steps, batch):
             err = loss_error(got[s], want)
             assert err <= LOSS_REL, (step, s, got[s], want)
             worst = max(worst, err)
-            clipped[s] += float(solo.adam.last_grad_norm) > REGULARISED["grad_clip"]
+            clipped[s] += float(solo.optimizer.last_grad_norm) > REGULARISED["grad_clip"]
     assert stack.step == steps
     for s, solo in enumerate(solos):
         err = state_error(stack, s, solo)
@@ -185,11 +185,11 @@ def test_each_step_of_a_stack_is_its_runs_solo_step(design, batch):
             force(stack, s, solo)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step(docs, lrs)
-        norms = stack.adam.last_grad_norm.view(-1).tolist()
+        norms = stack.optimizer.last_grad_norm.view(-1).tolist()
         for s, solo in enumerate(solos):
             want = solo.train_step(docs[s], lrs[s])
             assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
-            solo_norm = float(solo.adam.last_grad_norm)
+            solo_norm = float(solo.optimizer.last_grad_norm)
             assert loss_error(norms[s], solo_norm) <= LOSS_REL, (step, s, norms[s], solo_norm)
             clipped += solo_norm > clip
             err = state_error(stack, s, solo)
@@ -235,7 +235,7 @@ def test_keep_runs_drops_runs_and_the_others_go_on():
             stack.keep_runs([1])
             alive = [2]
         assert stack.runs == len(alive)
-        assert stack.flat.shape == stack.adam.m.shape == stack.adam.v.shape
+        assert stack.flat.shape == stack.optimizer.m.shape == stack.optimizer.v.shape
         assert stack.flat.shape[0] == len(alive)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step([docs[r] for r in alive], [lrs[r] for r in alive])
@@ -262,7 +262,7 @@ def test_run_model_is_the_solo_run():
             solo.train_step(d, lr)
     copies = [stack.run_model(s) for s in range(len(solos))]
     for s, (copy, solo) in enumerate(zip(copies, solos)):
-        assert copy.runs is None and copy.flat.shape == solo.flat.shape
+        assert type(copy) is TensorGPT and copy.flat.shape == solo.flat.shape
         assert copy.step == solo.step == 20
         assert copy.train_config == runs.trains[s]
         held_out = runs.held_out[s][:200]
@@ -355,6 +355,74 @@ def test_a_diverging_run_leaves_its_neighbours_alone():
             assert loss_error(got[i], want) <= LOSS_REL, (step, s, got[i], want)
 
 
+def test_a_stack_steps_adam_in_chunks_each_run_at_its_own_rate(monkeypatch):
+    """Adam over a stack a few runs at a time (`optim.CHUNK_BYTES`; every other stack here fits
+    in one chunk): five runs at five learning rates in chunks of two runs (2, 2, 1), with weight
+    decay and clipping, are each their solo run: every step's loss and gradient norm, then the
+    weights and moments."""
+    steps = 20
+    rates = ((0, 0.01), (1, 0.003), (2, 0.02), (3, 0.006), (4, 0.04))
+    runs = make_runs(DESIGNS["reference"], 8, steps, runs=rates, weight_decay=0.1, grad_clip=0.5)
+    stack, solos = runs.stack(), runs.solos()
+    monkeypatch.setattr(optim, "CHUNK_BYTES", 2 * stack.optimizer._run_bytes())
+    clipped = 0
+    for step in range(steps):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        norms = stack.optimizer.last_grad_norm.view(-1).tolist()
+        assert len(norms) == len(solos)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+            solo_norm = float(solo.optimizer.last_grad_norm)
+            assert loss_error(norms[s], solo_norm) <= LOSS_REL, (step, s, norms[s], solo_norm)
+            clipped += solo_norm > 0.5
+    for s, solo in enumerate(solos):
+        assert state_error(stack, s, solo) <= STATE_REL, s
+    assert clipped, "no run ever clipped: the test does not test clipping"
+
+
+def test_runs_diverging_at_different_steps_leave_a_stack_in_order():
+    """`train_stack` with four runs, two of them at learning rates that overflow float64 at
+    different steps: run 1 (1e150) goes non-finite at step 2, run 3 (1e250) at step 3, when run
+    1 has left and run 3 is the stack's run 2. Each survivor's losses, evaluations, diagnostics
+    and held-out figures are its solo run's (`train` in a study), and each diverged run's (step,
+    last finite loss) is its solo run's. These rates overflow by far at once: a run that creeps
+    up to float64's edge (at 1e20, losses near 1e176 by step 4) went non-finite in a stack two
+    steps before its solo run did, as the two sets of kernels meet overflow at different steps."""
+    steps = 30
+    rates = ((0, 0.01), (1, 1e150), (2, 0.003), (3, 1e250))
+    shared = dict(steps=steps, batch_size=8, weight_decay=0.1, dropout=0.1, eval_every=10)
+    held_out = dict(val_docs=100, eval_docs=100)
+    trains = [TrainConfig(seed=s, learning_rate=lr, **shared, **held_out) for s, lr in rates]
+    prepared = [prepare(None, SIZES, tc) for tc in trains]
+    config, preps = prepared[0][0], [prep for _, prep in prepared]
+    study = InStudy(diagnostics_every=10, diagnostic_docs=8)
+    stacked = train_stack(config, trains, preps, options(), studies=[study] * len(trains))
+    solos = [
+        train("tensor", config, tc, p, options(), study=study)[1] for tc, p in zip(trains, preps)
+    ]
+    assert [r.diverged and r.diverged[0] for r in solos] == [None, 2, None, 3]
+    for s, (got, want) in enumerate(zip(stacked, solos)):
+        assert len(got.losses) == len(want.losses), s
+        for step, (a, b) in enumerate(zip(got.losses, want.losses), start=1):
+            assert loss_error(a, b) <= LOSS_REL, (s, step, a, b)
+        if want.diverged:
+            assert got.diverged[0] == want.diverged[0], s
+            assert loss_error(got.diverged[1], want.diverged[1]) <= LOSS_REL, s
+            assert got.val_loss is got.val_loss_per_token is None and not got.evals
+            continue
+        assert got.diverged is None, s
+        for key in ("val_loss", "val_loss_per_token"):
+            assert loss_error(getattr(got, key), getattr(want, key)) <= LOSS_REL, (s, key)
+        assert [e[0] for e in got.evals] == [10, 20, 30] == [e[0] for e in want.evals]
+        for (_, a), (_, b) in zip(got.evals, want.evals):
+            assert loss_error(a, b) <= LOSS_REL, s
+        assert [d[0] for d in got.diagnostics] == [10, 20, 30] == [d[0] for d in want.diagnostics]
+        for a, b in zip(got.diagnostics, want.diagnostics):
+            assert all(loss_error(x, y) <= LOSS_REL for x, y in zip(a[1:], b[1:])), (s, a, b)
+
+
 # what a stack refuses: every setting but the seed and the schedule's (config.STACK_PER_RUN; a
 # stack of runs on different schedules: test_settings) -----------------------------------------
 
@@ -378,8 +446,8 @@ DIFFERENT = {
 def test_a_stack_refuses_runs_that_differ_in_more_than_seed_and_learning_rate(field, value):
     runs = make_runs(DESIGNS["reference"], 1, 5, runs=((0, 0.01), (1, 0.02)))
     trains = [runs.trains[0], replace(runs.trains[1], **{field: value})]
-    with pytest.raises(ValueError, match="seed and learning rate only"):
-        TensorGPT.stack(runs.config, runs.weights, trains, options())
+    with pytest.raises(ValueError, match="seed and learning-rate schedule only"):
+        Stack(runs.config, runs.weights, trains, options())
 
 
 def test_a_stack_takes_runs_that_differ_in_seed_learning_rate_and_min_lr():
@@ -392,9 +460,9 @@ def test_a_stack_takes_runs_that_differ_in_seed_learning_rate_and_min_lr():
 def test_a_stack_refuses_mismatched_or_no_runs():
     runs = make_runs(DESIGNS["reference"], 1, 5, runs=((0, 0.01), (1, 0.02)))
     with pytest.raises(ValueError, match="one set of weights and one TrainConfig per run"):
-        TensorGPT.stack(runs.config, runs.weights[:1], runs.trains, options())
+        Stack(runs.config, runs.weights[:1], runs.trains, options())
     with pytest.raises(ValueError, match="one set of weights and one TrainConfig per run"):
-        TensorGPT.stack(runs.config, [], [], options())
+        Stack(runs.config, [], [], options())
     compiled = replace(options(), compile=True)
     with pytest.raises(ValueError, match="eagerly"):
-        TensorGPT.stack(runs.config, runs.weights, runs.trains, compiled)
+        Stack(runs.config, runs.weights, runs.trains, compiled)

@@ -107,12 +107,12 @@ def test_packed_positions_equal_each_document_run_alone(design):
     docs = docs_of([2, 5, 1, 3, 6, 2, 2], seed=2)
     batch = t.packer.pack(docs)
     with torch.no_grad():
-        packed = t._forward(batch, t._views, None).view(batch.rows, batch.width, -1)
+        packed = t.net.forward(batch, t.views).view(batch.rows, batch.width, -1)
     lengths = [min(BLOCK, len(d) - 1) for d in docs]
     for r, row in enumerate(plan_rows(lengths, BLOCK)):
         offset = 0
         for d in row:
-            alone = t._forward(t.packer.pack([docs[d]]), t._views, None)
+            alone = t.net.forward(t.packer.pack([docs[d]]), t.views)
             n = lengths[d]
             torch.testing.assert_close(
                 packed[r, offset : offset + n], alone, rtol=1e-12, atol=1e-14
@@ -128,10 +128,10 @@ def test_padding_contributes_nothing(design):
     batch = t.packer.pack(docs)
     assert batch.rows * batch.width > sum(len(d) - 1 for d in docs)
     pad = batch.weights[:, 0] == 0
-    loss0 = t._loss_and_grad(batch, t._views).item()
+    loss0 = t._loss_and_grad(batch).item()
     grad0 = t.grad.clone()
     batch.tokens[pad] = 3  # a different token, at a different position, padding still
     batch.positions[pad] = 5
-    loss1 = t._loss_and_grad(batch, t._views).item()
+    loss1 = t._loss_and_grad(batch).item()
     assert loss1 == loss0
     torch.testing.assert_close(t.grad, grad0, rtol=0, atol=0)

@@ -369,7 +369,7 @@ def test_flat_adam_matches_torch_optim_and_scalar_formula():
     m, v, q = [0.0] * 50, [0.0] * 50, p0.tolist()  # scalar mode's loop, in Python floats
     for step, (grad, lr) in enumerate(zip(grads, lrs), start=1):
         g.copy_(grad)
-        adam.update(lr, step)
+        adam.update([lr], step)
         ref.grad = grad.clone()
         opt.param_groups[0]["lr"] = lr
         opt.step()

@@ -121,7 +121,7 @@ def test_bfloat16_trains_close_to_float32():
     f32 = make(TensorOptions(device="cpu"))
     got, want = train(bf16, 30), train(f32, 30)
     assert all(torch.isfinite(torch.tensor(got)))
-    assert bf16.flat.dtype == torch.float32 and bf16.adam.m.dtype == torch.float32
+    assert bf16.flat.dtype == torch.float32 and bf16.optimizer.m.dtype == torch.float32
     assert abs(sum(got[-10:]) - sum(want[-10:])) / 10 < 0.05
     docs = docs_for(99, 16)
     assert bf16.eval_loss(docs) == pytest.approx(f32.eval_loss(docs), abs=0.05)

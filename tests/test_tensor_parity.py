@@ -247,8 +247,7 @@ def adam_step_both(s, t, lr: float, step: int) -> None:
     """One Adam update of the scalar model `s` and the tensor model `t` from their gradients;
     then their weights and moments must agree."""
     s._adam(lr)
-    t.step += 1
-    t.adam.update(lr, t.step)
+    t.update([lr])
     got_state, want_state = t.export_state(), s.export_state()
     for key in ("weights", "adam_m", "adam_v"):
         assert_matrices_close(got_state[key], want_state[key], f"step {step} {key}")

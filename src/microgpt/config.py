@@ -386,7 +386,7 @@ class TrainConfig:
         "name",
         "adamw: Adam, AdamW with --weight-decay, on every weight (default); muon: Muon "
         "(momentum, then Newton-Schulz orthogonalisation) on the hidden matrices and AdamW on "
-        "the embeddings and head, both at one learning rate (scalar mode for now)",
+        "the embeddings and head, both at one learning rate",
         values=OPTIMIZERS,
         group="optimizer",
     )
@@ -599,7 +599,7 @@ SETTINGS = SIZE_SETTINGS | TRAIN_SETTINGS  # every setting, by name: what `ablat
 assert set(TRAIN_SETTINGS) == {f.name for f in fields(TrainConfig)}
 
 # what the runs of a stack (many runs trained as one computation: `ablate.plan.stacks`,
-# `tensor.model.TensorGPT.stack`) may differ in: each run's seed (its data order and initial
+# `tensor.stack`) may differ in: each run's seed (its data order and initial
 # weights) and its learning-rate schedule (a column of the update); every other setting changes
 # the arithmetic of a step and is the stack's
 STACK_PER_RUN = tuple(name for name, s in TRAIN_SETTINGS.items() if s.per_run)

@@ -77,7 +77,7 @@ def make_gpt(
 
 def check_train_options(mode: str, train: TrainConfig) -> None:
     """Raise the UserError for a training option that `mode` lacks (dropout is tensor mode's
-    alone, and for now Muon scalar mode's) or that another setting leaves unused (a setting's
+    alone) or that another setting leaves unused (a setting's
     declared `applies`: --muon-momentum without --optimizer muon, --decay-fraction without
     --lr-schedule wsd); make_gpt calls it, and a command can call it before it prints anything."""
     if mode == "scalar" and train.dropout > 0:
@@ -88,8 +88,6 @@ def check_train_options(mode: str, train: TrainConfig) -> None:
         name, value = s.applies
         if getattr(train, name) != value:
             raise UserError(f"{s.flag} applies to {SETTINGS[name].flag} {value}")
-    if mode == "tensor" and train.optimizer == "muon":  # `microgpt.tensor.muon`: not wired yet
-        raise UserError("--optimizer muon runs in --mode scalar for now: tensor mode lacks it")
 
 
 def check_tensor_options(options: TensorOptions) -> str:

@@ -1,8 +1,10 @@
 """The training loop, written once for both modes: data, schedule, checkpoints, summary.
 
 `prepare` reads and splits the documents (or the stream) and draws the initial weights; `train`
-runs the steps on a `GPT` (either mode) and returns a `RunResult`. The CLI and `ablate` both use
-them.
+runs the steps on a `GPT` (either mode) and returns a `RunResult`; `train_stack` runs many at
+once as one stack (tensor mode). Both go through one `Loop`, a solo run being a stack of one:
+the same steps, divergence, evaluation, diagnostics and speed figures; what `microgpt train`
+adds (metrics, callbacks, checkpoints) comes in through `Hooks`. The CLI and `ablate` use them.
 
 Held-out figures: `val_loss` is the reference's, the mean over the first `val_docs` held-out
 documents of each one's mean loss; `val_loss_per_token` is the mean over every predicted token of
@@ -266,87 +268,18 @@ def train(
         result.evals = list(resume.evals)
         if metrics:
             metrics.replay(result)
-
-    step_docs, held_out = token_data(prep, tc, config.block_size)
-    val_docs = held_out[: tc.val_docs]
-    eval_docs = held_out[: tc.eval_docs]  # None: all
-    last_eval = None  # (step, total loss, tokens) of the latest held-out evaluation
-    saved_at = resume.step if resume else None
-    best = _best_so_far(keep_best, prep) if keep_best and resume else None
-    every = study.diagnostics_every if study else 0
-    probe = held_out[: study.diagnostic_docs] if every else []
-
-    def save(step: int) -> None:
-        nonlocal saved_at
-        checkpoint.save(out, make_checkpoint(gpt, result, prep, tc))
-        saved_at = step
-
-    def evaluated(val_loss: float) -> None:
-        nonlocal best
-        if keep_best and (best is None or val_loss < best):
-            best = val_loss
-            checkpoint.save(keep_best, make_checkpoint(gpt, result, prep, tc, val_loss))
-        result.best_val_loss = best
-
-    first_step, tokens = len(result.losses), 0
-    start = time.perf_counter()
-    for step in range(first_step, tc.steps):
-        docs = step_docs(step)
-        lr = lr_at(step, tc)
-        loss = gpt.train_step(docs, lr)
-        if not math.isfinite(loss):
-            if study is None:
-                raise UserError(_diverged_message(step + 1, loss, out, saved_at))
-            result.diverged = (step + 1, result.losses[-1] if result.losses else None)
-            break
-        result.losses.append(loss)
-        result.lrs.append(lr)
-        tokens += sum(min(config.block_size, len(d) - 1) for d in docs)
-        if metrics:
-            metrics.step(step + 1, loss, lr)
-        if on_step:
-            on_step(step + 1, loss)
-        if tc.eval_every and (step + 1) % tc.eval_every == 0 and eval_docs:
-            paused = time.perf_counter()
-            last_eval = (step + 1, *gpt.eval_token_loss(eval_docs))
-            val_loss = last_eval[1] / last_eval[2]
-            result.evals.append((step + 1, val_loss))
-            evaluated(val_loss)
-            if metrics:
-                metrics.eval(step + 1, val_loss)
-            if on_eval:
-                on_eval(step + 1, val_loss)
-            start += time.perf_counter() - paused  # evaluating is not training time
-        if probe and ((step + 1) % every == 0 or step + 1 == tc.steps):
-            paused = time.perf_counter()
-            result.diagnostics.append((step + 1, *gpt.diagnostics(probe)))
-            start += time.perf_counter() - paused  # not training time either
-        if out and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
-            paused = time.perf_counter()
-            save(step + 1)  # after the step's evaluation, which it keeps for a resume
-            start += time.perf_counter() - paused  # saving is not training time
-    loop_seconds = time.perf_counter() - start
+    run = Run(tc, result, *token_data(prep, tc, config.block_size), study)
+    hooks = _TrainHooks(gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
+                        on_step, on_eval)  # fmt: skip
+    loop = Loop(OneRun(gpt), [run], hooks)
+    loop.train(len(result.losses), tc.steps)
+    loop.finish(tc.steps)
     if result.diverged:
         return gpt, result
-    steps_run = tc.steps - first_step
-    if steps_run and loop_seconds > 0:
-        result.steps_per_s = steps_run / loop_seconds
-        result.tokens_per_s = tokens / loop_seconds
-        result.seconds = loop_seconds
-    if val_docs:
-        result.val_loss = gpt.eval_loss(val_docs)
-    if eval_docs:
-        if last_eval is None or last_eval[0] != tc.steps:
-            last_eval = (tc.steps, *gpt.eval_token_loss(eval_docs))
-            evaluated(last_eval[1] / last_eval[2])
-        result.val_loss_per_token = last_eval[1] / last_eval[2]
-        result.val_tokens = last_eval[2]
-    if study is not None:
-        result.halves = _halves(gpt, val_docs, study.halves)
     if group is not None:
         gpt.check_in_sync()
     if out:
-        save(tc.steps)
+        hooks.save(tc.steps)
     return gpt, result
 
 
@@ -358,85 +291,271 @@ def train_stack(
     on_step: Callable[[int, int], None] | None = None,
     studies: list[InStudy] | None = None,
 ) -> list[RunResult]:
-    """`train` for S runs of one shape at once (`TensorGPT.stack`, tensor mode): run s from
+    """`train` for S runs of one shape at once (`tensor.stack.Stack`, tensor mode): run s from
     `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
     run reads the documents, follows the schedule and is evaluated exactly as alone.
 
     A run whose loss becomes non-finite ends there, alone: its result records `diverged`
-    (the step and its last finite loss) and has no held-out figures; the others go on without
-    it. `on_step(step, runs)`: after each step, with the number of runs still training. The
-    speed figures of every run are the stack's (a step of the stack is a step of each run).
-    `studies` (one `InStudy` per run): each run's halves and diagnostics, made on a solo copy
-    of it (`TensorGPT.run_model`) as `train` makes them."""
-    from microgpt.tensor import TensorGPT
+    (the step and its last finite loss) and has no held-out or speed figures, as alone; the
+    others go on without it. `on_step(step, runs)`: after each step, with the number of runs
+    still training. The speed figures of every run are the stack's (a step of the stack is a
+    step of each run). `studies` (one `InStudy` per run): each run's halves and diagnostics,
+    made on a solo copy of it (`Stack.run_model`) as `train` makes them."""
+    from microgpt.tensor import Stack
 
-    weights = [p.weights for p in preps]
-    gpt = TensorGPT.stack(config, weights, list(tcs), tensor)
-    results = [RunResult(config=config, train=tc, mode="tensor") for tc in tcs]
-    data = [token_data(p, tc, config.block_size) for p, tc in zip(preps, tcs)]
-    alive = list(range(len(tcs)))  # the runs still in the stack, in its order
-    last_eval: list[tuple | None] = [None] * len(tcs)  # (step, total loss, tokens), as `train`
-    steps, tokens = tcs[0].steps, [0] * len(tcs)
-    every = studies[0].diagnostics_every if studies else 0
-    start = time.perf_counter()
-    for step in range(steps):
-        docs = [data[i][0](step) for i in alive]
-        lrs = [lr_at(step, tcs[i]) for i in alive]
-        losses = gpt.stack_step(docs, lrs)
-        keep = []
-        for j, (i, loss, lr) in enumerate(zip(alive, losses, lrs)):
-            result = results[i]
-            if not math.isfinite(loss):
-                result.diverged = (step + 1, result.losses[-1] if result.losses else None)
+    stack = Stack(config, [p.weights for p in preps], list(tcs), tensor)
+    loop = Loop(stack, runs_of("tensor", config, tcs, preps, studies), _Progress(on_step))
+    loop.train(0, tcs[0].steps)
+    loop.finish(tcs[0].steps)
+    return [run.result for run in loop.todo]
+
+
+def open_loop(
+    mode: str,
+    config: ModelConfig,
+    tcs: list[TrainConfig],
+    preps: list[Prepared],
+    tensor: TensorOptions | None = None,
+) -> Loop:
+    """The loop of the runs `tcs` from `preps`' initial weights as a study trains them: one
+    run on its solo model (`make_gpt`, either mode), several as one stack (tensor mode)."""
+    if len(tcs) > 1:
+        from microgpt.tensor import Stack
+
+        runs = Stack(config, [p.weights for p in preps], list(tcs), tensor)
+    else:
+        runs = OneRun(make_gpt(mode, config, preps[0].weights, tcs[0], tensor))
+    return Loop(runs, runs_of(mode, config, tcs, preps))
+
+
+def runs_of(
+    mode: str,
+    config: ModelConfig,
+    tcs: list[TrainConfig],
+    preps: list[Prepared],
+    studies: list[InStudy] | None = None,
+) -> list[Run]:
+    """Each run's part of a loop, from the start: its data (`token_data`) and an empty result."""
+    out = []
+    for tc, prep, study in zip(tcs, preps, studies or [None] * len(tcs)):
+        result = RunResult(config=config, train=tc, mode=mode)
+        out.append(Run(tc, result, *token_data(prep, tc, config.block_size), study))
+    return out
+
+
+# the loop -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run's part of the loop: its settings, data and result, and its evaluation so far."""
+
+    tc: TrainConfig
+    result: RunResult
+    step_docs: Callable[[int], list[list[int]]]  # step -> that step's documents (`token_data`)
+    held_out: list[list[int]]
+    study: InStudy | None = None
+    last_eval: tuple[int, float, int] | None = None  # the latest: (step, total loss, tokens)
+    tokens: int = 0  # target tokens trained on in this loop
+
+    def __post_init__(self) -> None:
+        self.val_docs = self.held_out[: self.tc.val_docs]
+        self.eval_docs = self.held_out[: self.tc.eval_docs]  # eval_docs None: all
+        self.every = self.study.diagnostics_every if self.study else 0  # diagnostics, if > 0
+        self.probe = self.held_out[: self.study.diagnostic_docs] if self.every else []
+
+
+class Hooks:
+    """What a caller adds to the loop (these do nothing); `i` is a run's index in the loop."""
+
+    def stepped(self, i: int, step: int, loss: float, lr: float) -> None:
+        """Run i trained its step `step` (1-based) at `lr`, with a finite `loss`."""
+
+    def diverged(self, i: int, step: int, loss: float) -> None:
+        """Run i's loss at `step` is not finite: it ends there, unless this raises."""
+
+    def step_done(self, step: int, runs: int) -> None:
+        """Every run trained step `step`; `runs` of them train on."""
+
+    def evaluated(self, i: int, step: int, val_loss: float, periodic: bool) -> None:
+        """A held-out evaluation of run i: every `eval_every` steps (`periodic`), or its last."""
+
+    def step_end(self, step: int) -> None:
+        """After step `step`'s evaluations, not counted as training time (e.g. a save)."""
+
+
+class OneRun:
+    """A solo model (`modes.GPT`, either mode) as the loop steps runs: a stack of one."""
+
+    def __init__(self, gpt: GPT):
+        self.gpt = gpt
+
+    def stack_step(self, docs: list[list[list[int]]], lrs: list[float]) -> list[float]:
+        return [self.gpt.train_step(docs[0], lrs[0])]
+
+    def keep_runs(self, keep: list[int]) -> None:
+        """Never asked to keep a run: when its one run ends, the loop ends."""
+
+    def run_model(self, j: int) -> GPT:
+        return self.gpt
+
+
+class Loop:
+    """The training loop, of one run (`OneRun`) or of a stack's runs (`tensor.stack.Stack`).
+
+    A step: every run trains on its step's documents at its learning rate; a run whose loss is
+    not finite ends there (`RunResult.diverged`: the step and its last finite loss; unless
+    `Hooks.diverged` raises) and the others go on without it; every `eval_every` steps each run's
+    per-token held-out loss, and every `InStudy.diagnostics_every` steps and at the end its
+    diagnostics, each on the run's own solo model. Then `finish`: speed figures and the final
+    held-out figures. Evaluation, diagnostics and `Hooks.step_end` are not training time."""
+
+    def __init__(self, runs, todo: list[Run], hooks: Hooks | None = None):
+        """`runs`: what steps them (`stack_step`, `keep_runs`, `run_model`); `todo`: the runs,
+        in its order."""
+        self.runs, self.todo, self.hooks = runs, todo, hooks or Hooks()
+        self.alive = list(range(len(todo)))  # the runs still training, in the stack's order
+        self.seconds = 0.0  # training time so far
+        self.first_step: int | None = None
+        self.block_size = todo[0].result.config.block_size
+
+    def train(self, first_step: int, steps: int) -> None:
+        """Train 0-based steps `first_step` to `steps` - 1; `steps` is the runs' last step."""
+        todo, hooks, block_size = self.todo, self.hooks, self.block_size
+        if self.first_step is None:
+            self.first_step = first_step
+        if not self.alive:
+            return
+        start = time.perf_counter()
+        for step in range(first_step, steps):
+            alive = self.alive
+            docs = [todo[i].step_docs(step) for i in alive]
+            lrs = [lr_at(step, todo[i].tc) for i in alive]
+            losses = self.runs.stack_step(docs, lrs)
+            keep = []  # indices into the stack as it is
+            for j, (i, loss, lr) in enumerate(zip(alive, losses, lrs)):
+                run, result = todo[i], todo[i].result
+                if not math.isfinite(loss):
+                    hooks.diverged(i, step + 1, loss)
+                    result.diverged = (step + 1, result.losses[-1] if result.losses else None)
+                    continue
+                keep.append(j)
+                result.losses.append(loss)
+                result.lrs.append(lr)
+                run.tokens += sum(min(block_size, len(d) - 1) for d in docs[j])
+                hooks.stepped(i, step + 1, loss, lr)
+            if len(keep) < len(alive):
+                self.alive = [alive[j] for j in keep]
+                if not self.alive:
+                    break
+                self.runs.keep_runs(keep)
+            hooks.step_done(step + 1, len(self.alive))
+            paused = time.perf_counter()
+            self._evaluate(step + 1, steps)
+            hooks.step_end(step + 1)
+            start += time.perf_counter() - paused  # not training time
+        self.seconds += time.perf_counter() - start
+
+    def _evaluate(self, step: int, steps: int) -> None:
+        """The held-out evaluations and diagnostics due after `step`, each run on its model."""
+        for j, i in enumerate(self.alive):
+            run = self.todo[i]
+            every = run.tc.eval_every
+            evaluate = every and step % every == 0 and run.eval_docs
+            diagnose = run.probe and (step % run.every == 0 or step == steps)
+            if not (evaluate or diagnose):
                 continue
-            keep.append(j)
-            result.losses.append(loss)
-            result.lrs.append(lr)
-            tokens[i] += sum(min(config.block_size, len(d) - 1) for d in docs[j])
-        if len(keep) < len(alive):
-            alive = [alive[j] for j in keep]
-            if not alive:
-                break
-            gpt.keep_runs(keep)
-        if on_step:
-            on_step(step + 1, len(alive))
-        eval_every = tcs[0].eval_every
-        if eval_every and (step + 1) % eval_every == 0:
-            paused = time.perf_counter()
-            for j, i in enumerate(alive):
-                eval_docs = data[i][1][: tcs[i].eval_docs]
-                if eval_docs:
-                    last_eval[i] = (step + 1, *gpt.run_model(j).eval_token_loss(eval_docs))
-                    results[i].evals.append((step + 1, last_eval[i][1] / last_eval[i][2]))
-            start += time.perf_counter() - paused  # evaluating is not training time
-        if every and ((step + 1) % every == 0 or step + 1 == steps):
-            paused = time.perf_counter()
-            for j, i in enumerate(alive):
-                probe = data[i][1][: studies[i].diagnostic_docs]
-                if probe:
-                    diagnostics = gpt.run_model(j).diagnostics(probe)
-                    results[i].diagnostics.append((step + 1, *diagnostics))
-            start += time.perf_counter() - paused  # not training time either
-    seconds = time.perf_counter() - start
-    for i, result in enumerate(results):  # the stack's pace, each run's own tokens
-        result.seconds = seconds
-        if seconds > 0:
-            result.steps_per_s = len(result.losses) / seconds
-            result.tokens_per_s = tokens[i] / seconds
-    for j, i in enumerate(alive):
-        result, tc, held_out = results[i], tcs[i], data[i][1]
-        solo = gpt.run_model(j)
-        val_docs, eval_docs = held_out[: tc.val_docs], held_out[: tc.eval_docs]
-        if val_docs:
-            result.val_loss = solo.eval_loss(val_docs)
-        if eval_docs:
-            if last_eval[i] is None or last_eval[i][0] != steps:
-                last_eval[i] = (steps, *solo.eval_token_loss(eval_docs))
-            _, total, count = last_eval[i]
-            result.val_loss_per_token, result.val_tokens = total / count, count
-        if studies is not None:
-            result.halves = _halves(solo, val_docs, studies[i].halves)
-    return results
+            model = self.runs.run_model(j)
+            if evaluate:
+                run.last_eval = (step, *model.eval_token_loss(run.eval_docs))
+                val_loss = run.last_eval[1] / run.last_eval[2]
+                run.result.evals.append((step, val_loss))
+                self.hooks.evaluated(i, step, val_loss, periodic=True)
+            if diagnose:
+                run.result.diagnostics.append((step, *model.diagnostics(run.probe)))
+
+    def finish(self, steps: int) -> None:
+        """The speed figures (the loop's pace: a step of a stack is a step of each run in it)
+        and the held-out figures after `steps` of every run that did not diverge; a diverged
+        run has neither."""
+        seconds = self.seconds
+        for j, i in enumerate(self.alive):
+            run, result = self.todo[i], self.todo[i].result
+            trained = len(result.losses) - (self.first_step or 0)  # in this loop
+            if trained and seconds > 0:
+                result.steps_per_s = trained / seconds
+                result.tokens_per_s = run.tokens / seconds
+                result.seconds = seconds
+            model = self.runs.run_model(j)
+            if run.val_docs:
+                result.val_loss = model.eval_loss(run.val_docs)
+            if run.eval_docs:
+                if run.last_eval is None or run.last_eval[0] != steps:
+                    run.last_eval = (steps, *model.eval_token_loss(run.eval_docs))
+                    val_loss = run.last_eval[1] / run.last_eval[2]
+                    self.hooks.evaluated(i, steps, val_loss, periodic=False)
+                _, total, count = run.last_eval
+                result.val_loss_per_token, result.val_tokens = total / count, count
+            if run.study is not None:
+                result.halves = _halves(model, run.val_docs, run.study.halves)
+
+
+class _TrainHooks(Hooks):
+    """What `train` adds to the loop of its one run: the metrics file and callbacks, the
+    checkpoints (every `save_every` steps, the best, the last), and a non-finite loss raised as
+    a UserError (but in a study)."""
+
+    def __init__(self, gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
+                 on_step, on_eval):  # fmt: skip
+        self.gpt, self.result, self.prep, self.in_study = gpt, result, prep, study is not None
+        self.out, self.save_every, self.keep_best = out, save_every, keep_best
+        self.metrics, self.on_step, self.on_eval = metrics, on_step, on_eval
+        self.saved_at = resume.step if resume else None  # the step of `out`'s last checkpoint
+        # the lowest held-out loss so far, with keep_best (an interrupted run's, on resuming)
+        self.best = _best_so_far(keep_best, prep) if keep_best and resume else None
+
+    def stepped(self, i: int, step: int, loss: float, lr: float) -> None:
+        if self.metrics:
+            self.metrics.step(step, loss, lr)
+        if self.on_step:
+            self.on_step(step, loss)
+
+    def diverged(self, i: int, step: int, loss: float) -> None:
+        if not self.in_study:
+            raise UserError(_diverged_message(step, loss, self.out, self.saved_at))
+
+    def evaluated(self, i: int, step: int, val_loss: float, periodic: bool) -> None:
+        if self.keep_best and (self.best is None or val_loss < self.best):
+            self.best = val_loss
+            point = make_checkpoint(self.gpt, self.result, self.prep, self.result.train, val_loss)
+            checkpoint.save(self.keep_best, point)
+        self.result.best_val_loss = self.best
+        if periodic and self.metrics:
+            self.metrics.eval(step, val_loss)
+        if periodic and self.on_eval:
+            self.on_eval(step, val_loss)
+
+    def step_end(self, step: int) -> None:
+        every, last = self.save_every, self.result.train.steps
+        if self.out and every and step % every == 0 and step < last:
+            self.save(step)  # after the step's evaluation, which it keeps for a resume
+
+    def save(self, step: int) -> None:
+        checkpoint.save(
+            self.out, make_checkpoint(self.gpt, self.result, self.prep, self.result.train)
+        )
+        self.saved_at = step
+
+
+class _Progress(Hooks):
+    """`train_stack`'s `on_step(step, runs)`."""
+
+    def __init__(self, on_step: Callable[[int, int], None] | None):
+        self.on_step = on_step
+
+    def step_done(self, step: int, runs: int) -> None:
+        if self.on_step:
+            self.on_step(step, runs)
 
 
 def _best_so_far(path: str | Path, prep: Prepared) -> float | None:

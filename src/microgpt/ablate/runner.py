@@ -94,37 +94,20 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
 
 
 def _probe(tasks: list[Task], steps: int) -> float:
-    """Seconds a training step of `tasks` takes (one run, or them as a stack), timed here."""
-    import time
+    """Seconds a training step of `tasks` takes (one run, or them as a stack), timed here: the
+    training loop's own time (`train.Loop`) for `steps` steps after a warm-up step."""
+    from dataclasses import replace
 
-    from microgpt.modes import make_gpt
-    from microgpt.schedule import lr_at
-    from microgpt.train import prepare, token_data
+    from microgpt.train import open_loop, prepare
 
     prepared = [prepare(t.input_path, t.model_args, t.train) for t in tasks]
-    config, trains = prepared[0][0], [t.train for t in tasks]
-    docs = [token_data(p, t.train, config.block_size)[0](0) for t, (_, p) in zip(tasks, prepared)]
-    lrs = [lr_at(0, tc) for tc in trains]
-    if len(tasks) == 1:
-        task = tasks[0]
-        gpt = make_gpt(task.mode, config, prepared[0][1].weights, task.train, task.tensor)
-
-        def step():
-            gpt.train_step(docs[0], lrs[0])
-    else:
-        from microgpt.tensor import TensorGPT
-
-        weights = [p.weights for _, p in prepared]
-        stack = TensorGPT.stack(config, weights, trains, tasks[0].tensor)
-
-        def step():
-            stack.stack_step(docs, lrs)
-
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    trains = [replace(t.train, steps=max(t.train.steps, steps + 1)) for t in tasks]
+    preps = [prep for _, prep in prepared]
+    loop = open_loop(tasks[0].mode, prepared[0][0], trains, preps, tasks[0].tensor)
+    loop.train(0, 1)  # warm-up
+    warm = loop.seconds
+    loop.train(1, steps + 1)
+    return (loop.seconds - warm) / steps
 
 
 def run_study(

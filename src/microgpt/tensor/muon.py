@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from microgpt.config import GRAD_CLIP_EPS, TrainConfig
-from microgpt.init import Matrix
 from microgpt.muon import NS_COEFFICIENTS, NS_EPS, NS_STEPS, muon_matrices, update_scale
 from microgpt.tensor.optim import FlatAdam
 from microgpt.tensor.params import FlatLayout
@@ -93,11 +92,21 @@ class FlatMuon:
             for shape, parts in groups.items()
         ]
 
-    def update(self, lr: float | list[float], step: int) -> None:
-        """Apply update number `step` (1 for the first) at learning rate `lr`, in place. A
-        stack's buffers are (S, numel), one run a row, and `lr` is a list of S rates: each run
-        clips by its own gradient's norm and steps at its own rate."""
-        stacked = isinstance(lr, list)
+    def state(self) -> dict[str, Tensor]:
+        """Adam's moments and Muon's momentum, by the names a checkpoint stores them under, each
+        laid out as the weights (`momentum` 0 outside Muon's matrices, `adam_m`, `adam_v` 0
+        over them)."""
+        return {"adam_m": self.m, "adam_v": self.v, "momentum": self.momentum}
+
+    def saved_matrices(self, key: str) -> list[str] | None:
+        """The matrices a checkpoint keeps of state `key`: of the momentum, Muon's alone."""
+        return self.names if key == "momentum" else None
+
+    def update(self, lrs: list[float], step: int) -> None:
+        """Apply update number `step` (1 for the first), in place, run s at learning rate
+        `lrs[s]`: one rate for a solo model's (numel,) buffers, S for a stack's (S, numel),
+        where each run clips by its own gradient's norm and steps at its own rate."""
+        stacked = self.params.dim() == 2
         g = self.grads
         if self.grad_clip > 0:
             norm = torch.linalg.vector_norm(g, dim=-1, keepdim=stacked)  # (S, 1) or 0-dim
@@ -105,11 +114,11 @@ class FlatMuon:
             g.mul_(torch.clamp(self.grad_clip / (norm + GRAD_CLIP_EPS), max=1.0))
         if self.weight_decay > 0:
             if stacked:
-                self.params.mul_(self._column([1 - r * self.weight_decay for r in lr]))
+                self.params.mul_(self._column([1 - r * self.weight_decay for r in lrs]))
             else:
-                self.params.mul_(1 - lr * self.weight_decay)
+                self.params.mul_(1 - lrs[0] * self.weight_decay)
         for adam in self.adams:
-            adam.update(lr, step)
+            adam.update(lrs, step)
         beta = self.beta
         look_ahead = torch.empty_like(g)  # U, over Muon's spans
         for start, end in self.muon_spans:
@@ -121,29 +130,14 @@ class FlatMuon:
             U = look_ahead.index_select(-1, index)  # (*S, K * rows * cols)
             O = newton_schulz(U.view(-1, rows, cols)).view(U.shape)
             if stacked:
-                O.mul_(self._column([-r * scale for r in lr]))
+                O.mul_(self._column([-r * scale for r in lrs]))
             else:
-                O.mul_(-lr * scale)
+                O.mul_(-lrs[0] * scale)
             self.params.index_add_(-1, index, O)
 
     def _column(self, values: list[float]) -> Tensor:
         column = torch.tensor(values, dtype=torch.float64).view(-1, 1)
         return column.to(self.params.device, self.params.dtype)
-
-    # the momentum, for checkpoints ----------------------------------------------------------------
-
-    def export_momentum(self) -> dict[str, Matrix]:
-        """A solo model's momentum, `name: rows of floats`, of Muon's matrices."""
-        lists = self.layout.to_lists(self.momentum)
-        return {name: lists[name] for name in self.names}
-
-    def load_momentum(self, matrices: dict[str, Matrix], what: str) -> None:
-        """Set a solo model's momentum from `export_momentum` output (or a checkpoint's)."""
-        full = {
-            name: matrices.get(name) if name in self.names else [[0.0] * c for _ in range(r)]
-            for name, (r, c) in self.layout.shapes.items()
-        }
-        self.layout.from_lists(full, self.momentum, what)
 
 
 def _spans(layout: FlatLayout, names: list[str]) -> list[tuple[int, int]]:

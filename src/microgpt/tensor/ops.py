@@ -1,19 +1,20 @@
 """The model's fused operations, each a forward and its hand-written backward.
 
 Tensor mode runs without autograd: at these sizes a training step is a hundred tiny kernels, and
-autograd's bookkeeping around each would cost more than the arithmetic. Each op here is the
-tensor form of one function of scalar mode (`microgpt.scalar.model`): the forward returns what
-the backward needs, and the backward maps the output's gradient to the inputs' gradients.
-`tests/test_tensor_ops.py` checks every backward against autograd and finite differences.
+autograd's bookkeeping around each would cost more than the arithmetic (docs/performance.md).
+Each op here is the tensor form of one function of scalar mode (`microgpt.scalar.model`): the
+forward returns what the backward needs, and the backward maps the output's gradient to the
+inputs' gradients. `tests/test_tensor_ops.py` checks every backward against autograd and finite
+differences.
 
 Constants that would otherwise be Python numbers passed as a tensor operand (eps) come in as
 0-dim tensors: torch turns a Python number into a tensor on every call, which costs as much as
 the op itself at these sizes. Scale factors go through `alpha=` / `value=` arguments instead.
 
 Shapes: N positions, C channels; attention works on H heads x R rows of W positions with D
-channels each. In a stack of S runs (`model.py`) tensors have a leading S axis, (S, N, C), and
-attention's sequences are H x S x R; every op here is written over the last axes, so it serves
-both. The MLP's activations are (forward, backward) pairs by name (`ACTIVATIONS`).
+channels each. In a stack of S runs (`net.py`, `stack.py`) tensors have a leading S axis,
+(S, N, C), and attention's sequences are H x S x R; every op here is written over the last axes,
+so it serves both. The MLP's activations are (forward, backward) pairs by name (`ACTIVATIONS`).
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def softmax_rows(x: Tensor, keep: Tensor) -> Tensor:
 
     A stack's attention has many short rows (W < 16) and many masked entries, where torch's fused
     CPU softmax is slow unless W is a multiple of the vector width, and exp of -inf (or of
-    anything that underflows) takes a slow path: measured at 20 runs, W = 8, 84 us fused against
-    8 us here. So exp never sees an argument below -80 (exp(-80) = 1.8e-35, a normal number in
-    every dtype used), and the kept mask zeroes the masked entries. A weight below e^-80 becomes
+    anything that underflows) takes a slow path (docs/performance.md). So exp never sees an
+    argument below -80 (exp(-80) = 1.8e-35, a normal number in every dtype used), and the kept
+    mask zeroes the masked entries. A weight below e^-80 becomes
     e^-80: a change far below the float32 rounding of the weights that matter."""
     e = torch.sub(x, x.amax(-1, keepdim=True)).clamp_(min=-80.0).exp_().mul_(keep)
     return e.div_(e.sum(-1, keepdim=True))
@@ -239,12 +240,12 @@ def dropout(x: Tensor, p: float, generator, heads: bool = False) -> tuple[Tensor
     """y = x * scale, scale = mask / (1 - p) with mask_i ~ Bernoulli(1 - p) drawn from
     `generator`; returns y and scale (shaped as x) for the backward. p = 0 returns x itself
     and None, and draws nothing. `generator` is a torch.Generator, or a stack's `RunGenerators`
-    (`model.py`), which draws each run's bits as its solo run would; `heads` tells it that x is
+    (`stack.py`), which draws each run's bits as its solo run would; `heads` tells it that x is
     attention weights (H * S * R, W, W) rather than positions (S, N, C).
 
     The mask keeps r_i < round((1 - p) 2^31) for r_i uniform 31-bit integers (what `random_`
-    draws into int32): a keep probability within 2^-32 of 1 - p, at about a third of the cost of
-    `bernoulli_` on a CPU (measured: 19 ns per element there, a sixth of a names step)."""
+    draws into int32): a keep probability within 2^-32 of 1 - p, for a fraction of the cost of
+    `bernoulli_` on a CPU (docs/performance.md)."""
     if p == 0:
         return x, None
     if isinstance(generator, torch.Generator):

@@ -129,44 +129,26 @@ class Packer:
         """A stack's batch: `docs[s]` is run s's documents, packed as `pack(docs[s])` packs them
         (same rows, same order, same weights), then padded to the stack's R rows and W columns:
         a padding row is W padding positions. Fields get a leading axis of S runs."""
-        if all(len(d) == 1 for d in docs):
-            return self._pack_singles([d[0] for d in docs])
+        plans, shapes, scales = [], [], []  # each run's plan, (rows, width), 1 / divisor
         lengths = [self._lengths(d) for d in docs]
-        plans = [
-            [[0]] if len(n) == 1 else plan_rows(n, self.block_size) for n in lengths
-        ]  # one document: one row, as `_pack_one`
-        shapes = tuple(
-            (len(plan), max(sum(n[d] for d in row) for row in plan))
-            for n, plan in zip(lengths, plans)
-        )
+        for run_docs, n in zip(docs, lengths):
+            if len(n) == 1:  # one document, one row (as `_pack_one`); its mean, either average,
+                # so its shares 1 / n are its weights: a scale of 1
+                plans.append(ONE_ROW)
+                shapes.append((1, n[0]))
+                scales.append(1.0)
+            else:
+                plan = plan_rows(n, self.block_size)
+                plans.append(plan)
+                shapes.append((len(plan), max(sum(n[d] for d in row) for row in plan)))
+                scales.append(1 / self.divisor(run_docs, per_token))
         R, W = max(r for r, _ in shapes), max(w for _, w in shapes)
         lists = _Lists()
         for run_docs, n, plan in zip(docs, lengths, plans):
-            self._fill(lists, run_docs, n, plan, W, per_token)
-            lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
-        divisors = [1 / self.divisor(d, per_token) for d in docs]
-        return self._batch(lists, R, W, divisors, shapes)
-
-    def _pack_singles(self, docs: list[list[int]]) -> Batch:
-        """`pack_runs` when every run has one document (batch size 1), in one pass: run s's row
-        is its document's n predictions, each weighing 1 / n (its mean, whichever average),
-        then padding to the longest."""
-        lengths = self._lengths(docs)
-        W, lists = max(lengths), _Lists()
-        tokens, targets, positions, share = lists.tokens, lists.targets, lists.positions, []
-        ranges, reciprocals, zeros = self._ranges, self._reciprocals, self._zeros
-        for doc, n in zip(docs, lengths):
-            pad = zeros[W - n]
-            tokens += doc[:n]
-            tokens += pad
-            targets += doc[1 : n + 1]
-            targets += pad
-            positions += ranges[n]
-            positions += pad
-            share += reciprocals[n]
-            share += self._float_zeros[W - n]
-        lists.share = share
-        return self._batch(lists, 1, W, None, tuple((1, n) for n in lengths))
+            self._fill(lists, run_docs, n, plan, W, per_token and len(n) > 1)
+            if len(plan) < R:
+                lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
+        return self._batch(lists, R, W, scales, tuple(shapes))
 
     def _lengths(self, docs: list[list[int]]) -> list[int]:
         lengths = [min(self.block_size, len(d) - 1) for d in docs]
@@ -177,6 +159,7 @@ class Packer:
     def _fill(self, lists, docs, lengths, plan, W: int, per_token: bool) -> None:
         """Append the rows of `plan` to `lists`, each padded to W positions."""
         ranges, unit_shares = self._ranges, self._ones if per_token else self._reciprocals
+        zeros, float_zeros = self._zeros, self._float_zeros
         tokens, targets, positions = lists.tokens, lists.targets, lists.positions
         share = lists.share
         for row in plan:
@@ -188,12 +171,15 @@ class Packer:
                 positions += ranges[n]
                 share += unit_shares[n]
                 fill += n
-            lists.pad(W - fill, self)
+            pad = zeros[W - fill]  # padding: token 0, target 0, position 0, weight 0
+            tokens += pad
+            targets += pad
+            positions += pad
+            share += float_zeros[W - fill]
 
-    def _batch(self, lists, R: int, W: int, scales: list[float] | None, runs=None) -> Batch:
+    def _batch(self, lists, R: int, W: int, scales: list[float], runs=None) -> Batch:
         """Tensors from `lists` (S runs of R * W positions); each run's shares times its scale
-        (1 / divisor; None: the shares are the weights). A solo batch (runs None) has no S
-        axis."""
+        (1 / divisor). A solo batch (runs None) has no S axis."""
         S = len(runs) if runs is not None else 1
         lead = (S,) if runs is not None else ()
         ints = array("q", lists.tokens + lists.targets + lists.positions)
@@ -213,7 +199,7 @@ class Packer:
         else:
             keep = blocked.logical_not_().to(self.compute_dtype)
             weights = shares
-            if scales is not None:
+            if any(s != 1.0 for s in scales):  # else (batch 1) two kernels a step saved
                 scale = torch.tensor(scales, dtype=torch.float64).to(self.device, self.loss_dtype)
                 weights = shares * scale.view(S, 1, 1)
             neg_weights = -weights
@@ -244,6 +230,9 @@ class Packer:
             neg_weights=neg_weights,
             mask=self._causal[None, :n, :n],
         )
+
+
+ONE_ROW = [[0]]  # the plan of one document
 
 
 class _Lists:

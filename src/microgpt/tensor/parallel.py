@@ -49,8 +49,7 @@ class DataParallelGPT:
         else:
             buffer.zero_()
         self.group.sum_(buffer)
-        gpt.step += 1
-        gpt.adam.update(lr, gpt.step)
+        gpt.update([lr])
         return buffer[-1].item()
 
     def eval_loss(self, docs: list[list[int]]) -> float:
@@ -74,9 +73,9 @@ class DataParallelGPT:
         self.gpt.load_state(state, step)
 
     def weights_digest(self) -> str:
-        """A hash of this rank's weights and Adam moments: every rank's must be the same."""
+        """A hash of this rank's weights and optimizer state: every rank's must be the same."""
         h = hashlib.sha256()
-        for t in (self.gpt.flat, self.gpt.adam.m, self.gpt.adam.v):
+        for t in (self.gpt.flat, *self.gpt.optimizer.state().values()):
             h.update(tensor_bytes(t))
         return h.hexdigest()[:16]
 
