@@ -7,15 +7,15 @@ different seeds and learning rates a stack.
 
 Two ways of comparing:
 
-- free-running: the stack and the solo runs each go their own way from the same initial
-  weights. The stack's kernels are not the solo's (batched matmuls, its own softmax), so the
-  two differ in the last bits from the first step on, and training amplifies that. Over 30 steps
-  every design stays within the tolerances; over 200 steps the design "all" at learning rate
-  0.02 does not (see `CHAOTIC`), and neither does a solo run whose initial weights are moved by
-  one ulp: that is float64, not the stack.
 - teacher-forced: before every step the stack's run is given its solo run's weights and
   moments, so each step is compared from the same state; this holds at every one of 200 steps
-  in every design, "all" included.
+  in every design, "all" included, on any CPU: one step's rounding, not its amplification.
+- free-running: the stack and the solo runs each go their own way from the same initial
+  weights. The stack's kernels are not the solo's (batched matmuls, its own softmax), so the
+  two differ in the last bits from the first step on, and training amplifies that. Every design
+  but the chaotic ones (`CHAOTIC`) stays far inside the tolerances over 30 and 200 steps, so
+  the verdict does not hang on the CPU's kernels; a chaotic design is compared teacher-forced
+  only.
 
 Then the stack's other promises: the token average, `keep_runs`, `run_model`, float32 and
 bfloat16, a diverging run that leaves its neighbours alone, and what may differ between runs.
@@ -122,24 +122,21 @@ def force(stack: TensorGPT, s: int, solo: TensorGPT) -> None:
 
 # every run of a stack is its solo run -------------------------------------------------------------
 
-CHAOTIC = {"all"}  # designs whose 200-step float64 runs amplify the last bits past the tolerances
+# Designs whose free-running float64 runs are chaotic: their run at learning rate 0.02 amplifies
+# the last bits so fast that whether it crosses the tolerances is a fact about the CPU's kernels.
+# "all": past 1e-12 at step 33 at batch 1 and step 103 at batch 8 of 200 on an Intel Xeon, never
+# at batch 8 on an AMD EPYC; its solo run alone, its initial weights moved by one ulp, drifts as
+# far. The teacher-forced test holds it at every step.
+CHAOTIC = {"all"}
 BATCHES = pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 
 
 def free_running_cases():
-    for design in DESIGNS:
-        yield pytest.param(design, 30, id=f"{design}-30steps")
-    for design in DESIGNS:
-        marks = [pytest.mark.slow]
-        if design in CHAOTIC:
-            reason = (
-                "float64 chaos, not the stack: the run at learning rate 0.02 passes 1e-12 at "
-                "step 33 (batch 1) or 103 (batch 8), ending near 8e-10 (6e-11); a one-ulp change "
-                "of its initial weights takes the solo run past 1e-12 too (5e-10; 4e-12); the "
-                "teacher-forced test holds at every step"
-            )
-            marks.append(pytest.mark.xfail(strict=True, reason=reason))
-        yield pytest.param(design, 200, id=f"{design}-200steps", marks=marks)
+    """Every design but the chaotic ones, over 30 steps and (slow) over 200."""
+    for steps, marks in ((30, ()), (200, (pytest.mark.slow,))):
+        for design in DESIGNS:
+            if design not in CHAOTIC:
+                yield pytest.param(design, steps, id=f"{design}-{steps}steps", marks=marks)
 
 
 @BATCHES

@@ -13,9 +13,9 @@ H x S x R. The code below is written over that axis, and a solo model is the ins
 S axis at all, so `microgpt train` runs exactly the kernels it always ran. Runs never mix: each
 reads its own documents (`Packer.pack_runs`), clips its own gradient and steps at its own rate,
 so every run of a stack is its solo run: in float64 each step's loss agrees to 1e-12 and the
-weights to 1e-10 (`tests/test_stack.py`; over 200 free-running steps too, but for one chaotic
-run that a one-ulp change of its own initial weights drifts as far). In float32 the last digits
-differ, as batched and single matmuls round differently.
+weights to 1e-10 (`tests/test_stack.py`: every step from the same state, in every design; 200
+free-running steps in every design but one whose float64 run is chaotic, docs/ablate.md). In
+float32 the last digits differ, as batched and single matmuls round differently.
 
 There is no autograd. Each block is a forward/backward pair (`_attention` and
 `_attention_backward`, `_mlp` and `_mlp_backward`) over a small dataclass naming the activations
