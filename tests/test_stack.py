@@ -287,28 +287,32 @@ def test_run_model_is_the_solo_run():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_low_precision_stacks_stay_close_to_their_solo_runs(dtype):
     """float32 and bfloat16 (float32 master weights) stacks, 30 steps of the reference design at
-    batch 8, against the solo runs in the same dtype: every loss within 1e-5 (float32; measured
-    4.8e-7) or 0.05 (bfloat16; measured 5.4e-3, about as far as the bfloat16 solo run is from
-    the float32 one); float32's weights within 1e-4 relative (measured 8.8e-7). bfloat16's
-    weights are not compared: there the solo run's own weights move 0.3 relative from float32's
-    in 30 steps (Adam's normalised steps on small, rounded gradients)."""
+    batch 8, against the solo runs in the same dtype, teacher-forced (each step from the solo
+    run's weights and moments: one step's rounding, whatever the CPU): every loss within 1e-5
+    (float32; measured 4.8e-7) or 0.05 (bfloat16; measured 9e-4), and each run's gradient norm
+    within the same, relative (1.2e-7; 1.5e-3). The weights after a step are not compared: where
+    a gradient is as small as Adam's eps, lr * m / (sqrt(v) + eps) turns its last digits into
+    differences of up to 2 lr, so they hang on the CPU's kernels (float32: 1e-6 of the largest
+    weight on an Intel Xeon, 4e-5 with torch's portable kernels); float64 compares them above."""
     tolerance = {"float32": 1e-5, "bfloat16": 0.05}[dtype]
     runs = make_runs(DESIGNS["reference"], 8, 30, **REGULARISED)
     stack, solos = runs.stack(dtype), runs.solos(dtype)
-    worst = 0.0
+    worst = worst_norm = 0.0
     for step in range(30):
+        for s, solo in enumerate(solos):
+            force(stack, s, solo)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step(docs, lrs)
+        norms = stack.adam.last_grad_norm.view(-1).tolist()
         for s, solo in enumerate(solos):
             want = solo.train_step(docs[s], lrs[s])
             assert math.isfinite(got[s])
             worst = max(worst, abs(got[s] - want))
-    print(f"{dtype}: max |loss difference| over 30 steps, 3 runs: {worst:.2e}")
+            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.adam.last_grad_norm)))
+    print(f"{dtype}: max |loss difference| {worst:.2e}, gradient norm {worst_norm:.2e} relative")
     assert worst <= tolerance
+    assert worst_norm <= tolerance
     assert stack.flat.dtype == torch.float32  # the master weights, in bfloat16 too
-    if dtype == "float32":
-        for s, solo in enumerate(solos):
-            assert relative_error(stack.flat[s], solo.flat) <= 1e-4
 
 
 def test_a_diverging_run_leaves_its_neighbours_alone():
