@@ -12,6 +12,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the naive model (naive_gpt.py) lives here
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark `fast` the tests that tests/fast_tier.py names: `bash scripts/test.sh --fast`."""
+    from fast_tier import FAST, selects
+
+    here = ROOT / "tests"
+    for item in items:
+        if item.path.is_relative_to(here):
+            test_id = f"{item.path.relative_to(here).as_posix()}::{item.name}"
+            if any(selects(entry, test_id) for entry in FAST):
+                item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="module")
 def names(tmp_path_factory):
     """The first 120 bundled names as a file: a study's small, real input."""

@@ -7,15 +7,15 @@ different seeds and learning rates a stack.
 
 Two ways of comparing:
 
-- free-running: the stack and the solo runs each go their own way from the same initial
-  weights. The stack's kernels are not the solo's (batched matmuls, its own softmax), so the
-  two differ in the last bits from the first step on, and training amplifies that. Over 30 steps
-  every design stays within the tolerances; over 200 steps the design "all" at learning rate
-  0.02 does not (see `CHAOTIC`), and neither does a solo run whose initial weights are moved by
-  one ulp: that is float64, not the stack.
 - teacher-forced: before every step the stack's run is given its solo run's weights and
   moments, so each step is compared from the same state; this holds at every one of 200 steps
-  in every design, "all" included.
+  in every design, "all" included, on any CPU: one step's rounding, not its amplification.
+- free-running: the stack and the solo runs each go their own way from the same initial
+  weights. The stack's kernels are not the solo's (batched matmuls, its own softmax), so the
+  two differ in the last bits from the first step on, and training amplifies that. Every design
+  but the chaotic ones (`CHAOTIC`) stays far inside the tolerances over 30 and 200 steps, so
+  the verdict does not hang on the CPU's kernels; a chaotic design is compared teacher-forced
+  only.
 
 Then the stack's other promises: the token average, `keep_runs`, `run_model`, float32 and
 bfloat16, a diverging run that leaves its neighbours alone, and what may differ between runs.
@@ -122,24 +122,21 @@ def force(stack: Stack, s: int, solo: TensorGPT) -> None:
 
 # every run of a stack is its solo run -------------------------------------------------------------
 
-CHAOTIC = {"all"}  # designs whose 200-step float64 runs amplify the last bits past the tolerances
+# Designs whose free-running float64 runs are chaotic: their run at learning rate 0.02 amplifies
+# the last bits so fast that whether it crosses the tolerances is a fact about the CPU's kernels.
+# "all": past 1e-12 at step 33 at batch 1 and step 103 at batch 8 of 200 on an Intel Xeon, never
+# at batch 8 on an AMD EPYC; its solo run alone, its initial weights moved by one ulp, drifts as
+# far. The teacher-forced test holds it at every step.
+CHAOTIC = {"all"}
 BATCHES = pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 
 
 def free_running_cases():
-    for design in DESIGNS:
-        yield pytest.param(design, 30, id=f"{design}-30steps")
-    for design in DESIGNS:
-        marks = [pytest.mark.slow]
-        if design in CHAOTIC:
-            reason = (
-                "float64 chaos, not the stack: the run at learning rate 0.02 passes 1e-12 at "
-                "step 33 (batch 1) or 103 (batch 8), ending near 8e-10 (6e-11); a one-ulp change "
-                "of its initial weights takes the solo run past 1e-12 too (5e-10; 4e-12); the "
-                "teacher-forced test holds at every step"
-            )
-            marks.append(pytest.mark.xfail(strict=True, reason=reason))
-        yield pytest.param(design, 200, id=f"{design}-200steps", marks=marks)
+    """Every design but the chaotic ones, over 30 steps and (slow) over 200."""
+    for steps, marks in ((30, ()), (200, (pytest.mark.slow,))):
+        for design in DESIGNS:
+            if design not in CHAOTIC:
+                yield pytest.param(design, steps, id=f"{design}-{steps}steps", marks=marks)
 
 
 @BATCHES
@@ -290,28 +287,32 @@ def test_run_model_is_the_solo_run():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_low_precision_stacks_stay_close_to_their_solo_runs(dtype):
     """float32 and bfloat16 (float32 master weights) stacks, 30 steps of the reference design at
-    batch 8, against the solo runs in the same dtype: every loss within 1e-5 (float32; measured
-    4.8e-7) or 0.05 (bfloat16; measured 5.4e-3, about as far as the bfloat16 solo run is from
-    the float32 one); float32's weights within 1e-4 relative (measured 8.8e-7). bfloat16's
-    weights are not compared: there the solo run's own weights move 0.3 relative from float32's
-    in 30 steps (Adam's normalised steps on small, rounded gradients)."""
+    batch 8, against the solo runs in the same dtype, teacher-forced (each step from the solo
+    run's weights and moments: one step's rounding, whatever the CPU): every loss within 1e-5
+    (float32; measured 4.8e-7) or 0.05 (bfloat16; measured 9e-4), and each run's gradient norm
+    within the same, relative (1.2e-7; 1.5e-3). The weights after a step are not compared: where
+    a gradient is as small as Adam's eps, lr * m / (sqrt(v) + eps) turns its last digits into
+    differences of up to 2 lr, so they hang on the CPU's kernels (float32: 1e-6 of the largest
+    weight on an Intel Xeon, 4e-5 with torch's portable kernels); float64 compares them above."""
     tolerance = {"float32": 1e-5, "bfloat16": 0.05}[dtype]
     runs = make_runs(DESIGNS["reference"], 8, 30, **REGULARISED)
     stack, solos = runs.stack(dtype), runs.solos(dtype)
-    worst = 0.0
+    worst = worst_norm = 0.0
     for step in range(30):
+        for s, solo in enumerate(solos):
+            force(stack, s, solo)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step(docs, lrs)
+        norms = stack.adam.last_grad_norm.view(-1).tolist()
         for s, solo in enumerate(solos):
             want = solo.train_step(docs[s], lrs[s])
             assert math.isfinite(got[s])
             worst = max(worst, abs(got[s] - want))
-    print(f"{dtype}: max |loss difference| over 30 steps, 3 runs: {worst:.2e}")
+            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.adam.last_grad_norm)))
+    print(f"{dtype}: max |loss difference| {worst:.2e}, gradient norm {worst_norm:.2e} relative")
     assert worst <= tolerance
+    assert worst_norm <= tolerance
     assert stack.flat.dtype == torch.float32  # the master weights, in bfloat16 too
-    if dtype == "float32":
-        for s, solo in enumerate(solos):
-            assert relative_error(stack.flat[s], solo.flat) <= 1e-4
 
 
 def test_a_diverging_run_leaves_its_neighbours_alone():

@@ -109,7 +109,10 @@ def attention_op(mask):
 def test_attention_matches_autograd(starts):
     H, R, W, D = 2, 3, 7, 3
     mask = torch.cat([block_causal_mask(starts), block_causal_mask([4]), block_causal_mask([])])
-    q, k, v = leaf(H * R, W, D, seed=1), leaf(H * R, W, D, seed=2), leaf(H * R, W, D, seed=3)
+    q, k = leaf(H * R, W, D, seed=1), leaf(H * R, W, D, seed=2)
+    # values of one sign: every y = att @ v is a weighted mean well away from 0, so the relative
+    # comparison measures rounding, not the cancellation of the kernels' sums (which varies by CPU)
+    v = leaf(H * R, W, D, seed=3) + 4
     dy = torch.randn(H * R, W, D, dtype=F64)
     as_4d = [t.view(H, R, W, D) for t in (q, k, v)]
     want_y = attention_reference(*as_4d, mask).reshape(H * R, W, D)

@@ -6,8 +6,9 @@ dropout masks and learning rate. The net's math is written over the run axis (`n
 stack is the same forward and backward on (S, ...) tensors, with each matmul a batched one.
 Runs never mix: each reads its own documents (`Packer.pack_runs`), clips its own gradient and
 steps at its own rate, so every run of a stack is its solo run: in float64 each step's loss
-agrees to 1e-12 and the weights to 1e-10 (`tests/test_stack.py`; over 200 free-running steps
-too, but for one chaotic run that a one-ulp change of its own initial weights drifts as far).
+agrees to 1e-12 and the weights to 1e-10 (`tests/test_stack.py`: every step from the same
+state, in every design; 200 free-running steps in every design but one whose float64 run is
+chaotic, docs/ablate.md).
 In float32 the last digits differ, as batched and single matmuls round differently.
 
 Everything a run does alone (evaluation, diagnostics, sampling, checkpoints) it does on its
