@@ -258,8 +258,9 @@ def test_a_killed_rank_stops_training_quickly_and_the_run_resumes(tmp_path, caps
     _, stderr = proc.communicate(timeout=KILL_BOUND_S)
     took = time.time() - killed
     assert proc.returncode != 0 and took < KILL_BOUND_S
-    assert [e for e in errors(stderr) if "rank 0: rank 1 stopped answering" in e], stderr[-2000:]
-    assert "continue with --resume" in stderr
+    (line,) = errors(stderr)  # one line, not one per rank
+    assert "rank 0: rank 1 stopped answering" in line, stderr[-2000:]
+    assert "continue with --resume" in line
     ckpt_step = checkpoint.load(ckpt).step
     assert saved <= ckpt_step < 3000
     assert cli(["train", *TENSOR, "--resume", ckpt, "--num-samples", "0"]) == 0  # the rest
@@ -341,8 +342,9 @@ def test_a_killed_rank_stops_the_other_node_and_the_study_resumes(tmp_path, name
     took = time.time() - killed
     assert all(p.returncode != 0 for p in procs) and took < KILL_BOUND_S
     stderr = "".join(err for _, err in outs)
-    line = [e for e in errors(stderr) if e.startswith("microgpt: error: rank 0: rank 1 stopped")]
-    assert line and "the same command trains the rest" in line[0], stderr[-2000:]
+    line = errors(stderr)  # one line, not one per rank
+    assert len(line) == 1 and line[0].startswith("microgpt: error: rank 0: rank 1 stopped")
+    assert "the same command trains the rest" in line[0], stderr[-2000:]
     assert "rank 1's connection" in line[0]  # the watcher's doing, not the final gather's
     assert all((out / name).read_bytes() == blob for name, blob in kept.items())
 
@@ -351,3 +353,19 @@ def test_a_killed_rank_stops_the_other_node_and_the_study_resumes(tmp_path, name
     assert cli(args) == 0
     stdout = capsys.readouterr().out
     assert f"reusing {finished} finished runs" in stdout and (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_an_error_every_rank_meets_is_printed_once(tmp_path, names):
+    """A bad flag, met by both ranks before they meet: one line, named after the rank that
+    printed it, instead of one per rank."""
+    done = subprocess.run(
+        launcher(["ablate", "--input", names, "--vary", "tie_lm_head=true"]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    (line,) = errors(done.stderr)
+    assert line.startswith("microgpt: error: rank ") and "gives one value" in line

@@ -12,6 +12,9 @@ its workers dies. Each of these becomes one `UserError` line that names the rank
 answering, found by asking every rank to check in at the launcher's key-value store within
 `CHECK_IN_S` seconds.
 
+Every rank would print the same line: the first rank to fail claims the failure at the store
+(`error_line`) and alone prints it, named; the others end with the same exit status, silently.
+
 Values travel as JSON in uint8 tensors, never pickled.
 """
 
@@ -184,7 +187,8 @@ class Group:
                 outcome = {"error": str(e)}
         outcome = self.broadcast_json(outcome)
         if "error" in outcome:
-            raise UserError(outcome["error"])
+            said = outcome["error"]
+            raise UserError(said if self.world.main else f"rank 0: {said}")
         return outcome["value"]
 
     @contextlib.contextmanager
@@ -264,11 +268,11 @@ class Group:
         if self.store is None:
             return []
         try:
-            self.store.set(f"microgpt/alive/{self.world.rank}", "1")
+            self.store.set(_key(f"alive/{self.world.rank}"), "1")
             deadline = time.monotonic() + CHECK_IN_S
             missing = list(range(self.world.size))
             while missing and time.monotonic() < deadline:
-                missing = [r for r in missing if not self.store.check([f"microgpt/alive/{r}"])]
+                missing = [r for r in missing if not self.store.check([_key(f"alive/{r}")])]
                 time.sleep(0.05)
             return missing
         except Exception:  # noqa: BLE001 - the store itself may be gone with the failed rank
@@ -277,14 +281,52 @@ class Group:
 
 def run_on_ranks(group: Group, command, *args) -> int:
     """`command(*args)` on this rank: rank 0 prints, the others' stdout goes nowhere (their
-    errors still reach stderr); the group is closed however it ends."""
+    errors still reach stderr, see `error_line`); the group is closed however it ends."""
     try:
         if group.world.main:
             return command(*args)
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             return command(*args)
+    except UserError as e:
+        if not isinstance(e, PeerError):  # this rank's own failure: claimed before the others
+            _first_to_fail(group.world, group.store)  # see theirs (closing the group shows it)
+        raise
     finally:
         group.close()
+
+
+def error_line(error: BaseException) -> str | None:
+    """What this process prints for `error`: its message in one process; under torchrun,
+    named after this rank, and only on the first rank to fail (None on the others), which
+    claims the failure at the launcher's store. Without a store, every rank prints its own."""
+    text = str(error)
+    try:
+        world = world_from_env()
+    except UserError:
+        return text
+    if world.size == 1:
+        return text
+    if not _first_to_fail(world):
+        return None
+    named = text.startswith("rank ") and text.split(":", 1)[0][5:].isdigit()
+    return text if named else f"rank {world.rank}: {text}"
+
+
+def _first_to_fail(world: World, store=None) -> bool:
+    """Whether this rank is the first to fail: the first to set the store's failure key, which
+    then holds its number (asking again gives the same answer). True without a store."""
+    try:
+        store = store or _client_store(CHECK_IN_S, quick=True)
+        if store is None:
+            return True
+        return store.compare_set(_key("failed"), "", str(world.rank)) == str(world.rank).encode()
+    except Exception:  # noqa: BLE001 - the store may be gone with the launcher: say it anyway
+        return True
+
+
+def _key(name: str) -> str:
+    """A store key of this launch (torchrun counts its restarts of the ranks)."""
+    return f"microgpt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
 
 
 def _wait_for_master(timeout_s: float) -> None:
@@ -304,19 +346,20 @@ def _wait_for_master(timeout_s: float) -> None:
             time.sleep(0.2)
 
 
-def _client_store(timeout_s: float):
+def _client_store(timeout_s: float, quick: bool = False):
     """A client of the store the ranks met at (under torchrun its agent holds it, and it
-    outlives any rank); None if it cannot be reached."""
-    import torch.distributed as dist
-
+    outlives any rank); None if it cannot be reached. `quick`: None at once when nothing
+    answers there (ranks started by hand whose rank 0, which holds it, is not up)."""
     try:
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        if quick:
+            socket.create_connection((addr, port), timeout=1).close()
+        import torch.distributed as dist
+
         return dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            is_master=False,
-            timeout=timedelta(seconds=min(timeout_s, 10)),
+            addr, port, is_master=False, timeout=timedelta(seconds=min(timeout_s, 10))
         )
-    except (KeyError, ValueError, RuntimeError):
+    except (KeyError, ValueError, RuntimeError, OSError, ImportError):
         return None
 
 
