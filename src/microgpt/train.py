@@ -40,6 +40,7 @@ from microgpt.errors import UserError
 from microgpt.init import Matrix, init_weights
 from microgpt.modes import GPT, TensorOptions, make_gpt
 from microgpt.schedule import lr_at
+from microgpt.stall import reported
 
 
 def fingerprint(docs: list[str]) -> str:
@@ -246,6 +247,7 @@ def train(
     keep_best: str | Path | None = None,
     group=None,
     study: InStudy | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train from `prep` (or from `resume`) to `tc.steps`. `out`: save the checkpoint there at
     the end (and every `save_every` steps). `keep_best`: a second checkpoint, rewritten whenever
@@ -253,7 +255,9 @@ def train(
     `group` (a `distributed.Group`, tensor mode): train data-parallel over its ranks; every
     rank calls this alike, and only rank 0 should be given `out`, `keep_best` and `metrics`.
     `study`: a run of an ablate study (see `InStudy`); a non-finite loss then ends the run with
-    `result.diverged` set and no held-out figures, where `microgpt train` raises UserError."""
+    `result.diverged` set and no held-out figures, where `microgpt train` raises UserError.
+    `on_progress()`: as evaluations read their documents (`stall.Reported`; a study's stall
+    watch), so that a long final evaluation is not silent."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
     if group is not None:
         from microgpt.tensor.parallel import DataParallelGPT
@@ -268,6 +272,7 @@ def train(
             metrics.replay(result)
 
     step_docs, held_out = token_data(prep, tc, config.block_size)
+    held_out = reported(held_out, on_progress)
     val_docs = held_out[: tc.val_docs]
     eval_docs = held_out[: tc.eval_docs]  # None: all
     last_eval = None  # (step, total loss, tokens) of the latest held-out evaluation
@@ -357,6 +362,7 @@ def train_stack(
     tensor: TensorOptions,
     on_step: Callable[[int, int], None] | None = None,
     studies: list[InStudy] | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> list[RunResult]:
     """`train` for S runs of one shape at once (`TensorGPT.stack`, tensor mode): run s from
     `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
@@ -367,13 +373,14 @@ def train_stack(
     it. `on_step(step, runs)`: after each step, with the number of runs still training. The
     speed figures of every run are the stack's (a step of the stack is a step of each run).
     `studies` (one `InStudy` per run): each run's halves and diagnostics, made on a solo copy
-    of it (`TensorGPT.run_model`) as `train` makes them."""
+    of it (`TensorGPT.run_model`) as `train` makes them. `on_progress`: as in `train`."""
     from microgpt.tensor import TensorGPT
 
     weights = [p.weights for p in preps]
     gpt = TensorGPT.stack(config, weights, list(tcs), tensor)
     results = [RunResult(config=config, train=tc, mode="tensor") for tc in tcs]
     data = [token_data(p, tc, config.block_size) for p, tc in zip(preps, tcs)]
+    data = [(step_docs, reported(held_out, on_progress)) for step_docs, held_out in data]
     alive = list(range(len(tcs)))  # the runs still in the stack, in its order
     last_eval: list[tuple | None] = [None] * len(tcs)  # (step, total loss, tokens), as `train`
     steps, tokens = tcs[0].steps, [0] * len(tcs)
