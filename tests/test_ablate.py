@@ -3,11 +3,16 @@
 import csv
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from microgpt.ablate.plan import designs_of, parse_vary
 from microgpt.ablate.progress import RunsProgress
@@ -478,6 +483,92 @@ def test_missing_matplotlib_skips_the_plot_with_a_note(study, tmp_path, names, m
     assert note.startswith("matplotlib") and "pip install 'microgpt[plot]'" in note
 
 
+def test_evaluation_reports_progress_and_no_number_changes(names):
+    """`on_progress`: called as the final evaluation reads each held-out document (scalar
+    mode: one by one), and the run is the same to the last bit."""
+    from microgpt.config import TrainConfig
+    from microgpt.train import prepare, train
+
+    tc = TrainConfig(steps=3, val_docs=8, eval_docs=5)
+    config, prep = prepare(names, {"n_embd": 4, "n_head": 1, "block_size": 6}, tc)
+    calls = []
+    _, plain = train("scalar", config, tc, prep)
+    _, watched = train("scalar", config, tc, prep, on_progress=lambda: calls.append(1))
+    assert len(calls) >= 8 + 5  # every document of both evaluations
+    assert (watched.losses, watched.val_loss) == (plain.losses, plain.val_loss)
+    assert watched.val_loss_per_token == plain.val_loss_per_token
+
+
+def processes_under(parent: int) -> dict[int, str]:
+    """pid -> command line of `parent`'s children."""
+    out = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            out[int(d)] = cmdline
+    return out
+
+
+def gone(pid: int) -> bool:
+    """Ended (or a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_ends_the_study_with_one_line_and_it_resumes(tmp_path, names):
+    """A worker process stopped (SIGSTOP) in the middle of a study: after --stall-timeout the
+    command ends it, stops, names it and its runs in one line, and keeps every finished run;
+    the same command then trains the rest."""
+    out = tmp_path / "study"
+    argv = ["ablate", "--mode", "scalar", "--seeds", "2", "--jobs", "2", "--input", names,
+            "--out", str(out), *TINY, "--steps", "200"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microgpt", *argv, "--stall-timeout", "5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("run-*.json")):
+            assert time.time() < deadline and proc.poll() is None, "no run finished"
+            time.sleep(0.05)
+        workers = [p for p, cmd in processes_under(proc.pid).items() if "spawn_main" in cmd]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGSTOP)
+        stopped = time.time()
+        _, stderr = proc.communicate(timeout=60)
+        took = time.time() - stopped
+    finally:  # nothing left stopped or orphaned, whatever happened
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 2 and 5 <= took < 30, (proc.returncode, took)
+    (line,) = stderr.splitlines()
+    assert line.startswith(f"microgpt: error: worker {workers[0]} (training ")
+    assert "made no progress for 5 s: it is stopped or hung (--stall-timeout)" in line
+    kept = run_files(out)
+    assert f"{len(kept)} finished runs are saved in {out}: run the same command again" in line
+    assert 1 <= len(kept) < 8 and all(gone(pid) for pid in workers)  # the command ended them
+
+    rc, stdout, _ = ablate(*argv[1:])
+    assert rc == 0 and f"reusing {len(kept)} finished runs" in stdout
+    assert {k: v for k, v in run_files(out).items() if k in kept} == kept
+    assert len(run_files(out)) == 8
+
+
 def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
     stream = io.StringIO()
     progress = RunsProgress(total=10, reused=2, steps_to_run=8 * 100, stream=stream)
@@ -516,6 +607,8 @@ def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
         ["--stack-size", "2", "--no-stack"],
         ["--seed", "3"],
         ["--jobs", "0"],
+        ["--stall-timeout", "0"],
+        ["--stall-timeout", "nan"],
         ["--mode", "scalar", "--threads", "2"],
         ["--n-embd", "6", "--n-head", "4"],
         ["--val-fraction", "1.5"],

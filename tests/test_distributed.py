@@ -1,8 +1,9 @@
 """Several processes under torchrun, on this machine over loopback: data-parallel training
 follows one process (float64, 1e-9), checkpoints cross between the two, `ablate` shares its runs
 over ranks (one "node" or two, with or without a shared --out) with one process's results, and a
-rank killed with SIGKILL stops the others quickly with one line, keeping what was finished.
-The torchrun tests are slow (each launch imports torch in every process)."""
+rank killed with SIGKILL, or stopped with SIGSTOP, stops the others quickly with one line,
+keeping what was finished. The torchrun tests are slow (each launch imports torch in every
+process)."""
 
 import json
 import os
@@ -93,6 +94,14 @@ def ranks_of(launcher_pid: int) -> dict[int, int]:
         if parent == launcher_pid and rank:
             ranks[int(rank[0])] = int(d)
     return ranks
+
+
+def ended(pid: int) -> bool:
+    """The process ended (or is a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def wait_for(condition, timeout=120.0) -> None:
@@ -258,8 +267,9 @@ def test_a_killed_rank_stops_training_quickly_and_the_run_resumes(tmp_path, caps
     _, stderr = proc.communicate(timeout=KILL_BOUND_S)
     took = time.time() - killed
     assert proc.returncode != 0 and took < KILL_BOUND_S
-    assert [e for e in errors(stderr) if "rank 0: rank 1 stopped answering" in e], stderr[-2000:]
-    assert "continue with --resume" in stderr
+    (line,) = errors(stderr)  # one line, not one per rank
+    assert "rank 0: rank 1 stopped answering" in line, stderr[-2000:]
+    assert "continue with --resume" in line
     ckpt_step = checkpoint.load(ckpt).step
     assert saved <= ckpt_step < 3000
     assert cli(["train", *TENSOR, "--resume", ckpt, "--num-samples", "0"]) == 0  # the rest
@@ -341,8 +351,9 @@ def test_a_killed_rank_stops_the_other_node_and_the_study_resumes(tmp_path, name
     took = time.time() - killed
     assert all(p.returncode != 0 for p in procs) and took < KILL_BOUND_S
     stderr = "".join(err for _, err in outs)
-    line = [e for e in errors(stderr) if e.startswith("microgpt: error: rank 0: rank 1 stopped")]
-    assert line and "the same command trains the rest" in line[0], stderr[-2000:]
+    line = errors(stderr)  # one line, not one per rank
+    assert len(line) == 1 and line[0].startswith("microgpt: error: rank 0: rank 1 stopped")
+    assert "the same command trains the rest" in line[0], stderr[-2000:]
     assert "rank 1's connection" in line[0]  # the watcher's doing, not the final gather's
     assert all((out / name).read_bytes() == blob for name, blob in kept.items())
 
@@ -351,3 +362,104 @@ def test_a_killed_rank_stops_the_other_node_and_the_study_resumes(tmp_path, name
     assert cli(args) == 0
     stdout = capsys.readouterr().out
     assert f"reusing {finished} finished runs" in stdout and (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_stops_the_study_with_one_line_and_it_resumes(tmp_path, names, capsys):
+    """Rank 1 stopped (SIGSTOP: alive, silent) while the ranks train their shares: after
+    --stall-timeout, rank 0 names it in one line and stops, keeping every finished run; rank 1,
+    continued, meets the launcher's SIGTERM and ends without a second line; the same command
+    trains the rest."""
+    out = tmp_path / "study"
+    args = ["ablate", "--mode", "scalar", "--input", names, "--out", out, "--steps", "500",
+            "--jobs", "1", *TINY]  # fmt: skip
+    proc = subprocess.Popen(
+        launcher([*args, "--stall-timeout", "5"]),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ranks = {}
+    try:
+        wait_for(lambda: list(out.glob("run-*.json")), timeout=200)
+        ranks = ranks_of(proc.pid)
+        os.kill(ranks[1], signal.SIGSTOP)
+        stopped = time.time()
+        wait_for(lambda: ended(ranks[0]), timeout=60)
+        took = time.time() - stopped
+        kept = {f.name: f.read_bytes() for f in out.glob("run-*.json")}
+        os.kill(ranks[1], signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=KILL_BOUND_S)
+    finally:  # nothing left stopped or orphaned, whatever happened
+        for pid in ranks.values():
+            if not ended(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0 and 5 <= took < 5 + KILL_BOUND_S, took
+    (line,) = errors(stderr)
+    assert line.startswith("microgpt: error: rank 0: rank 1 made no progress for 5 s"), line
+    assert "stopped or hung (--stall-timeout)" in line and "the same command trains" in line
+    assert all((out / name).read_bytes() == blob for name, blob in kept.items())
+
+    assert cli(args) == 0  # the same study, now in one process: the rest
+    stdout = capsys.readouterr().out
+    assert f"reusing {len(kept)} finished runs" in stdout and (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_an_error_every_rank_meets_is_printed_once(tmp_path, names):
+    """A bad flag, met by both ranks before they meet: one line, named after the rank that
+    printed it, instead of one per rank."""
+    done = subprocess.run(
+        launcher(["ablate", "--input", names, "--vary", "tie_lm_head=true"]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    (line,) = errors(done.stderr)
+    assert line.startswith("microgpt: error: rank ") and "gives one value" in line
+
+
+@pytest.mark.slow
+def test_a_rank_stopped_in_the_final_gather_is_named_too(tmp_path, names):
+    """Three ranks, two long runs: rank 2, with no share, waits in the final gather at once,
+    longer than --stall-timeout (waiting is not stalling), and is then stopped there. The
+    gather has no time limit of its own, so only the stall watch ends it: rank 0 names rank 2
+    in one line, and ranks 1 and 2 print nothing."""
+    out = tmp_path / "study"
+    stdout = tmp_path / "stdout"
+    args = ["ablate", "--mode", "scalar", "--input", names, "--out", out, "--steps", "20000",
+            "--jobs", "1", *TINY, "--seeds", "1", "--vary", "tie_lm_head"]  # fmt: skip
+    with open(stdout, "w") as said:
+        proc = subprocess.Popen(
+            launcher([*args, "--stall-timeout", "5"], nproc=3),
+            env=ENV,
+            stdout=said,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    ranks = {}
+    try:
+        wait_for(lambda: "3 ranks share the 2 runs" in stdout.read_text(), timeout=200)
+        ranks = ranks_of(proc.pid)
+        time.sleep(7)  # rank 2 waits for the others, past the stall timeout
+        assert not ended(ranks[0]) and not list(out.glob("run-*.json"))
+        os.kill(ranks[2], signal.SIGSTOP)
+        stopped = time.time()
+        wait_for(lambda: ended(ranks[0]), timeout=60)
+        took = time.time() - stopped
+        os.kill(ranks[2], signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=KILL_BOUND_S)
+    finally:  # nothing left stopped or orphaned, whatever happened
+        for pid in ranks.values():
+            if not ended(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0 and 5 <= took < 5 + KILL_BOUND_S, took
+    (line,) = errors(stderr)
+    assert line.startswith("microgpt: error: rank 0: rank 2 made no progress for 5 s"), line

@@ -16,6 +16,7 @@ from pathlib import Path
 from microgpt import __version__, checkpoint
 from microgpt.ablate.cli import add_ablate_parser
 from microgpt.config import ModelConfig, TrainConfig
+from microgpt.distributed import error_line
 from microgpt.errors import UserError
 from microgpt.flags import (
     MODEL_FLAGS,
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         return args.run(args)
     except UserError as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
+        line = error_line(e)  # under torchrun, the first rank to fail alone prints it
+        if line is not None:
+            print(f"microgpt: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("microgpt: interrupted", file=sys.stderr)

@@ -10,7 +10,13 @@ collective raises at once (gloo: "Connection closed by peer"); a rank that hangs
 group's timeout; and torchrun's agent sends SIGTERM to the other ranks on its node when one of
 its workers dies. Each of these becomes one `UserError` line that names the ranks that stopped
 answering, found by asking every rank to check in at the launcher's key-value store within
-`CHECK_IN_S` seconds.
+`CHECK_IN_S` seconds. While ranks work apart (an ablation's shares, `Group.apart`), a rank
+that hangs without dying is seen through the same store: each rank counts its progress there
+(`Group.beat`, called by its work), and a rank whose count stands still for `stall_timeout`
+seconds is named by the rank that watches it (rank 0 watches every rank, the others rank 0).
+
+Every rank would print the same line: the first rank to fail claims the failure at the store
+(`error_line`) and alone prints it, named; the others end with the same exit status, silently.
 
 Values travel as JSON in uint8 tensors, never pickled.
 """
@@ -28,10 +34,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from microgpt.errors import PeerError, UserError
+from microgpt.stall import Beat
 
 TIMEOUT_S = 120  # default: meeting, or a collective, waiting longer than this is an error
 LONG_TIMEOUT = timedelta(days=30)  # `Group.gather_json(..., patient=True)`: ranks' work differs
 CHECK_IN_S = 2.0  # after a failure: how long the survivors wait for each other to check in
+WATCH_EVERY_S = 0.5  # how often a rank reads the progress of the ranks it watches
+POLL_S = 0.05  # how often a patient wait looks whether it is over
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,9 @@ class Group:
     GPU per local rank). `patient=True` adds two gloo groups whose timeout is a month, for ranks
     that work apart for long (an ablation's ranks train their shares and finish at different
     times): one for a gather at the end, one for `apart()`, which watches the other ranks
-    meanwhile. A rank that dies still ends them at once, since its connections close."""
+    meanwhile. A rank that dies still ends them at once, since its connections close; with
+    `stall_timeout`, so does one that makes no progress (`beat`) for that many seconds, from
+    `apart()` to the end of the patient gather."""
 
     def __init__(
         self,
@@ -88,6 +99,7 @@ class Group:
         timeout_s: float = TIMEOUT_S,
         patient: bool = False,
         then: str = "run the same command again",
+        stall_timeout: float | None = None,
     ):
         import torch
         import torch.distributed as dist
@@ -102,6 +114,10 @@ class Group:
             torch.cuda.set_device(self.device)
         self._failing = False
         self._cause = None  # why `apart()`'s watcher stopped this rank
+        self._stalled = None  # the line of the stall watch, when it stopped this rank
+        self.stall_timeout = stall_timeout
+        self._apart_over = threading.Event()  # ends the stall watch
+        self._beat = None
         self._on_sigterm = signal.signal(signal.SIGTERM, self._terminated)
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         try:
@@ -125,6 +141,8 @@ class Group:
                 "with the same --rdzv-endpoint and --nnodes)"
             ) from None
         self.store = _client_store(timeout_s)
+        if self.store is not None and stall_timeout is not None:
+            self._beat = Beat(self._count_progress)
 
     @property
     def backend(self) -> str:
@@ -160,15 +178,18 @@ class Group:
         group = self.patient if patient else None
         device = torch.device("cpu") if patient else self.device
         data = json.dumps(value).encode()
+        gather = self._waited(self.dist.all_gather) if patient else self.dist.all_gather
         sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world.size)]
         mine = torch.tensor([len(data)], dtype=torch.int64, device=device)
-        self._guard(self.dist.all_gather, sizes, mine, group)
+        self._guard(gather, sizes, mine, group)
         longest = max(int(s.item()) for s in sizes)
         buf = torch.zeros(longest, dtype=torch.uint8, device=device)
         if data:
             buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         parts = [torch.zeros(longest, dtype=torch.uint8, device=device) for _ in sizes]
-        self._guard(self.dist.all_gather, parts, buf, group)
+        self._guard(gather, parts, buf, group)
+        if patient:
+            self._apart_over.set()  # every rank is here: nothing left to watch
         if not self.world.main:
             return None
         return [json.loads(tensor_bytes(p[: int(s.item())])) for p, s in zip(parts, sizes)]
@@ -184,8 +205,38 @@ class Group:
                 outcome = {"error": str(e)}
         outcome = self.broadcast_json(outcome)
         if "error" in outcome:
-            raise UserError(outcome["error"])
+            said = outcome["error"]
+            raise UserError(said if self.world.main else f"rank 0: {said}")
         return outcome["value"]
+
+    # progress ------------------------------------------------------------------------------------
+
+    def _count_progress(self, now: float) -> None:
+        try:
+            self.store.add(_key(f"progress/{self.world.rank}"), 1)
+        except Exception:  # noqa: BLE001 - the store went with the launcher: the work goes on
+            pass
+
+    def beat(self) -> None:
+        """This rank progressed (its work calls this: a step, an evaluated document, a stack
+        handed to a worker): counted at the store now and then (`stall.Beat`), for the ranks
+        that watch this one. Without a stall watch, nothing."""
+        if self._beat is not None:
+            self._beat()
+
+    def _waited(self, collective):
+        """`collective` (on a patient group) as a function that waits for it here, a little at
+        a time, rather than inside torch: a signal (the watchers' SIGTERM) can then stop the
+        wait, and the wait beats, since a rank that waits for the others is not stalled."""
+
+        def run(*args) -> None:
+            work = collective(*args, async_op=True)
+            while not work.is_completed():  # a collective's work completes on its own
+                time.sleep(POLL_S)
+                self.beat()
+            work.wait()  # raises its error, if it failed
+
+        return run
 
     @contextlib.contextmanager
     def apart(self):
@@ -211,6 +262,11 @@ class Group:
 
         watcher = threading.Thread(target=watch, name="microgpt-watch", daemon=True)
         watcher.start()
+        if self._beat is not None:
+            self.beat()
+            stall = threading.Thread(target=self._watch_progress, name="microgpt-stall")
+            stall.daemon = True
+            stall.start()
         yield
         self._guard(self._say_done, peers)
         self._watcher = watcher  # joined by `close`, once every rank has said it is done
@@ -218,10 +274,45 @@ class Group:
     def _say_done(self, peers: list[int]) -> None:
         done = self.torch.ones(1, dtype=self.torch.uint8)
         for work in [self.dist.isend(done, dst=p, group=self._watch) for p in peers]:
-            work.wait()
+            work.wait()  # a byte into the socket: each peer has waited for it since `apart()`
+
+    def _watch_progress(self) -> None:
+        """The stall watch (a thread that only reads): every WATCH_EVERY_S, the progress counts
+        of the ranks this one watches (rank 0 every other rank, the others rank 0); one that
+        stands still for `stall_timeout` seconds stops this rank (SIGTERM to itself, which
+        raises `PeerError` in the main thread) with a line naming it. It ends when every rank
+        has reached the final gather (`gather_json(..., patient=True)`) or the group closes."""
+        store = _client_store(self.stall_timeout)  # a client of its own: this is a thread
+        if store is None:
+            return
+        me, size = self.world.rank, self.world.size
+        watched = [r for r in range(size) if r != me] if self.world.main else [0]
+        now = time.monotonic()
+        seen = {r: (-1, now) for r in watched}  # rank -> (its count, when it last changed)
+        last = now
+        while not self._apart_over.wait(WATCH_EVERY_S):
+            now = time.monotonic()
+            if now - last > 10 * WATCH_EVERY_S:  # this process was stopped itself: start over
+                seen = {r: (-1, now) for r in watched}
+            last = now
+            for r in watched:
+                try:
+                    count = store.add(_key(f"progress/{r}"), 0)
+                except Exception:  # noqa: BLE001 - the store went with the launcher: nothing to do
+                    return
+                if count != seen[r][0]:
+                    seen[r] = (count, now)
+                elif now - seen[r][1] > self.stall_timeout and not self._failing:
+                    self._stalled = (
+                        f"rank {me}: rank {r} made no progress for {self.stall_timeout:g} s: it "
+                        f"is stopped or hung (--stall-timeout), so the study stops; {self.then}"
+                    )
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
 
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._apart_over.set()
         if self._failing:  # leave the broken group to the process's exit
             return
         watcher = getattr(self, "_watcher", None)
@@ -244,6 +335,9 @@ class Group:
         """torchrun's agent ends its other workers with SIGTERM when one fails."""
         if self._failing:  # already reporting a failure: finish that
             return
+        if self._stalled:  # the stall watch's: it names the rank
+            self._failing = True
+            raise PeerError(self._stalled)
         raise PeerError(self._failure(self._cause or "stopped by the launcher (SIGTERM)"))
 
     def _failure(self, what: str) -> str:
@@ -264,11 +358,11 @@ class Group:
         if self.store is None:
             return []
         try:
-            self.store.set(f"microgpt/alive/{self.world.rank}", "1")
+            self.store.set(_key(f"alive/{self.world.rank}"), "1")
             deadline = time.monotonic() + CHECK_IN_S
             missing = list(range(self.world.size))
             while missing and time.monotonic() < deadline:
-                missing = [r for r in missing if not self.store.check([f"microgpt/alive/{r}"])]
+                missing = [r for r in missing if not self.store.check([_key(f"alive/{r}")])]
                 time.sleep(0.05)
             return missing
         except Exception:  # noqa: BLE001 - the store itself may be gone with the failed rank
@@ -277,14 +371,52 @@ class Group:
 
 def run_on_ranks(group: Group, command, *args) -> int:
     """`command(*args)` on this rank: rank 0 prints, the others' stdout goes nowhere (their
-    errors still reach stderr); the group is closed however it ends."""
+    errors still reach stderr, see `error_line`); the group is closed however it ends."""
     try:
         if group.world.main:
             return command(*args)
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             return command(*args)
+    except UserError as e:
+        if not isinstance(e, PeerError):  # this rank's own failure: claimed before the others
+            _first_to_fail(group.world, group.store)  # see theirs (closing the group shows it)
+        raise
     finally:
         group.close()
+
+
+def error_line(error: BaseException) -> str | None:
+    """What this process prints for `error`: its message in one process; under torchrun,
+    named after this rank, and only on the first rank to fail (None on the others), which
+    claims the failure at the launcher's store. Without a store, every rank prints its own."""
+    text = str(error)
+    try:
+        world = world_from_env()
+    except UserError:
+        return text
+    if world.size == 1:
+        return text
+    if not _first_to_fail(world):
+        return None
+    named = text.startswith("rank ") and text.split(":", 1)[0][5:].isdigit()
+    return text if named else f"rank {world.rank}: {text}"
+
+
+def _first_to_fail(world: World, store=None) -> bool:
+    """Whether this rank is the first to fail: the first to set the store's failure key, which
+    then holds its number (asking again gives the same answer). True without a store."""
+    try:
+        store = store or _client_store(CHECK_IN_S, quick=True)
+        if store is None:
+            return True
+        return store.compare_set(_key("failed"), "", str(world.rank)) == str(world.rank).encode()
+    except Exception:  # noqa: BLE001 - the store may be gone with the launcher: say it anyway
+        return True
+
+
+def _key(name: str) -> str:
+    """A store key of this launch (torchrun counts its restarts of the ranks)."""
+    return f"microgpt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
 
 
 def _wait_for_master(timeout_s: float) -> None:
@@ -304,19 +436,20 @@ def _wait_for_master(timeout_s: float) -> None:
             time.sleep(0.2)
 
 
-def _client_store(timeout_s: float):
+def _client_store(timeout_s: float, quick: bool = False):
     """A client of the store the ranks met at (under torchrun its agent holds it, and it
-    outlives any rank); None if it cannot be reached."""
-    import torch.distributed as dist
-
+    outlives any rank); None if it cannot be reached. `quick`: None at once when nothing
+    answers there (ranks started by hand whose rank 0, which holds it, is not up)."""
     try:
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        if quick:
+            socket.create_connection((addr, port), timeout=1).close()
+        import torch.distributed as dist
+
         return dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            is_master=False,
-            timeout=timedelta(seconds=min(timeout_s, 10)),
+            addr, port, is_master=False, timeout=timedelta(seconds=min(timeout_s, 10))
         )
-    except (KeyError, ValueError, RuntimeError):
+    except (KeyError, ValueError, RuntimeError, OSError, ImportError):
         return None
 
 

@@ -42,6 +42,7 @@ from microgpt.errors import UserError
 from microgpt.init import Matrix, init_weights
 from microgpt.modes import GPT, TensorOptions, make_gpt
 from microgpt.schedule import lr_at
+from microgpt.stall import reported
 
 
 def fingerprint(docs: list[str]) -> str:
@@ -248,6 +249,7 @@ def train(
     keep_best: str | Path | None = None,
     group=None,
     study: InStudy | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train from `prep` (or from `resume`) to `tc.steps`. `out`: save the checkpoint there at
     the end (and every `save_every` steps). `keep_best`: a second checkpoint, rewritten whenever
@@ -255,7 +257,9 @@ def train(
     `group` (a `distributed.Group`, tensor mode): train data-parallel over its ranks; every
     rank calls this alike, and only rank 0 should be given `out`, `keep_best` and `metrics`.
     `study`: a run of an ablate study (see `InStudy`); a non-finite loss then ends the run with
-    `result.diverged` set and no held-out figures, where `microgpt train` raises UserError."""
+    `result.diverged` set and no held-out figures, where `microgpt train` raises UserError.
+    `on_progress()`: as evaluations read their documents (`stall.Reported`; a study's stall
+    watch), so that a long final evaluation is not silent."""
     gpt = make_gpt(mode, config, prep.weights, tc, tensor)
     if group is not None:
         from microgpt.tensor.parallel import DataParallelGPT
@@ -268,7 +272,8 @@ def train(
         result.evals = list(resume.evals)
         if metrics:
             metrics.replay(result)
-    run = Run(tc, result, *token_data(prep, tc, config.block_size), study)
+    step_docs, held_out = token_data(prep, tc, config.block_size)
+    run = Run(tc, result, step_docs, reported(held_out, on_progress), study)
     hooks = _TrainHooks(gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
                         on_step, on_eval)  # fmt: skip
     loop = Loop(OneRun(gpt), [run], hooks)
@@ -290,6 +295,7 @@ def train_stack(
     tensor: TensorOptions,
     on_step: Callable[[int, int], None] | None = None,
     studies: list[InStudy] | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> list[RunResult]:
     """`train` for S runs of one shape at once (`tensor.stack.Stack`, tensor mode): run s from
     `preps[s]` with `tcs[s]`, which may differ from the others' in seed and learning rate. Each
@@ -300,11 +306,13 @@ def train_stack(
     others go on without it. `on_step(step, runs)`: after each step, with the number of runs
     still training. The speed figures of every run are the stack's (a step of the stack is a
     step of each run). `studies` (one `InStudy` per run): each run's halves and diagnostics,
-    made on a solo copy of it (`Stack.run_model`) as `train` makes them."""
+    made on a solo copy of it (`Stack.run_model`) as `train` makes them. `on_progress`: as in
+    `train`."""
     from microgpt.tensor import Stack
 
     stack = Stack(config, [p.weights for p in preps], list(tcs), tensor)
-    loop = Loop(stack, runs_of("tensor", config, tcs, preps, studies), _Progress(on_step))
+    runs = runs_of("tensor", config, tcs, preps, studies, on_progress)
+    loop = Loop(stack, runs, _Progress(on_step))
     loop.train(0, tcs[0].steps)
     loop.finish(tcs[0].steps)
     return [run.result for run in loop.todo]
@@ -334,12 +342,15 @@ def runs_of(
     tcs: list[TrainConfig],
     preps: list[Prepared],
     studies: list[InStudy] | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> list[Run]:
-    """Each run's part of a loop, from the start: its data (`token_data`) and an empty result."""
+    """Each run's part of a loop, from the start: its data (`token_data`; its held-out documents
+    calling `on_progress` as they are read) and an empty result."""
     out = []
     for tc, prep, study in zip(tcs, preps, studies or [None] * len(tcs)):
         result = RunResult(config=config, train=tc, mode=mode)
-        out.append(Run(tc, result, *token_data(prep, tc, config.block_size), study))
+        step_docs, held_out = token_data(prep, tc, config.block_size)
+        out.append(Run(tc, result, step_docs, reported(held_out, on_progress), study))
     return out
 
 

@@ -29,10 +29,12 @@ from microgpt.flags import (
     add_train_flags,
     int_at_least,
     model_args,
+    positive_number,
     tensor_options,
     train_args,
 )
 from microgpt.modes import check_train_options
+from microgpt.stall import STALL_TIMEOUT_S
 
 DEFAULT_SEEDS = 5
 
@@ -90,6 +92,19 @@ def add_ablate_parser(sub) -> None:
         type=int_at_least(1),
         metavar="J",
         help=f"worker processes (default: one per core, {os.cpu_count()} here)",
+    )
+    g.add_argument(
+        "--stall-timeout",
+        type=positive_number,
+        metavar="S",
+        default=STALL_TIMEOUT_S,
+        help="a worker process, or under torchrun a rank, that makes no progress (training "
+        "steps, evaluated documents) for S seconds is stopped or hung: the study stops with a "
+        "line naming it, keeping every finished run (default %(default)g, far above any "
+        "silence of a healthy study; raise it for models whose single step takes minutes; "
+        "inf: never). "
+        "Under torchrun, --dist-timeout limits the meetings and collectives, this the work "
+        "between them",
     )
     stacking = g.add_mutually_exclusive_group()
     stacking.add_argument(
@@ -305,7 +320,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     make_study(args)  # every bad flag is an error before the ranks meet
     kept = "every finished run is kept: the same command trains the rest"
-    group = Group(world, "cpu", args.dist_timeout, patient=True, then=kept)
+    group = Group(
+        world, "cpu", args.dist_timeout, patient=True, then=kept, stall_timeout=args.stall_timeout
+    )
     return run_on_ranks(group, _ablate, args, world, group)
 
 
@@ -343,7 +360,7 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     if world.main:  # import matplotlib while the workers train: the report needs it after
         threading.Thread(target=figure_classes, daemon=True).start()
     if group is None:
-        outcome = run_study(study, out, jobs)
+        outcome = run_study(study, out, jobs, stall_timeout=args.stall_timeout)
     else:
         outcome = run_shared(study, out, jobs, group, sys.stdout)
         if not world.main:

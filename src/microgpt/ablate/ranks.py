@@ -9,7 +9,9 @@ torch.distributed as JSON, so no rank needs to see another's files:
    and deals out the stacks that hold a missing run (`runner.stacks_to_train`; single runs in
    scalar mode or with --no-stack): rank r takes stacks[r::ranks];
 3. every rank trains its share (with `--jobs` local workers), saving each run file in its own
-   `--out` as it finishes, so that a crash keeps it; nothing crosses the network meanwhile;
+   `--out` as it finishes, so that a crash keeps it; only progress counts cross the network
+   meanwhile (`Group.beat`): a rank that dies, or makes no progress for `--stall-timeout`
+   seconds, stops the others;
 4. a patient gather (a gloo group with a month's timeout: the ranks finish minutes apart) brings
    the new runs to rank 0, which saves those it lacks and writes the report.
 
@@ -85,10 +87,12 @@ def run_shared(
     # 3: this rank's share, no collective meanwhile
     steps = sum(t.train.steps for stack in mine for t in stack)
     progress = RunsProgress(len(my_missing), 0, steps, stream)
-    with group.apart():  # a rank that dies meanwhile stops the others at once
-        workers = run_tasks(mine, to_train, study, jobs, records, progress, out_dir)
+    with group.apart():  # a rank that dies or stalls meanwhile stops the others
+        workers = run_tasks(
+            mine, to_train, study, jobs, records, progress, out_dir, group.stall_timeout, group.beat
+        )
 
-    # 4: the new runs to rank 0, however long the others take
+    # 4: the new runs to rank 0, however long the others take (still watched for stalls)
     new = {Path(t.path).name: records[t.path] for t in my_missing}
     sent = group.gather_json({"workers": workers, "runs": new}, patient=True)
     if not world.main:

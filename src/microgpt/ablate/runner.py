@@ -5,11 +5,15 @@ computation (`plan.stacks`, `train.train_stack`): a worker is handed a stack, no
 saves each of its runs when the stack ends. Scalar mode and `--no-stack` hand out single runs,
 seed by seed, so an interrupted study keeps whole seeds.
 
-Workers come from a `spawn` pool (safe with torch, whose threads a plain fork would copy
+Workers are `spawn`ed processes (safe with torch, whose threads a plain fork would copy
 half-started), each importing only what a run needs and kept for many stacks. Torch threads per
 run are fixed by the study, and stacks by `--stack-size` and the settings, never by the number of
 workers, so results are bit-identical whatever `--jobs` is. With one worker the stacks run in
-this process, saving the start-up of a pool.
+this process, saving the start-up of the workers.
+
+Each worker reports its progress as it works (`stall`); one that reports none for
+`--stall-timeout` seconds (stopped, or hung in a deadlock) or dies ends the study with one line
+that names it and its stack; the runs finished so far are saved, and the same command resumes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import io
 import json
 import multiprocessing
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +31,8 @@ from typing import TextIO
 from microgpt.ablate import worker
 from microgpt.ablate.plan import Study, Task, run_bytes, stacks
 from microgpt.ablate.progress import RunsProgress
+from microgpt.errors import UserError
+from microgpt.stall import STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,11 @@ def _probe(tasks: list[Task], steps: int) -> float:
 
 
 def run_study(
-    study: Study, out_dir: str | Path, jobs: int, stream: TextIO | None = None
+    study: Study,
+    out_dir: str | Path,
+    jobs: int,
+    stream: TextIO | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> Outcome:
     stream = stream or sys.stdout
     tasks = study.tasks(out_dir)
@@ -134,7 +146,7 @@ def run_study(
     todo = stacks_to_train(study, tasks, paths, jobs, stream)
     steps = sum(t.train.steps for stack in todo for t in stack)
     progress = RunsProgress(len(tasks), len(records), steps, stream)
-    workers = run_tasks(todo, paths, study, jobs, records, progress, out_dir)
+    workers = run_tasks(todo, paths, study, jobs, records, progress, out_dir, stall_timeout)
     ordered = [records[t.path] for t in tasks]
     reused = len(tasks) - len(missing)
     return Outcome(tasks, ordered, ran=len(missing), reused=reused, workers=workers)
@@ -161,26 +173,33 @@ def run_tasks(
     records: dict,
     progress: RunsProgress,
     out_dir: str | Path,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    beat=None,
 ) -> int:
     """Train the stacks `todo` in up to `jobs` workers (in order); as each stack finishes, save
-    its runs in `missing` (paths) and add them to `records`. Returns the number of workers."""
+    its runs in `missing` (paths) and add them to `records`. A worker silent for
+    `stall_timeout` seconds, or one that dies, ends them with a `UserError`. `beat()` (under
+    torchrun, the rank's `Group.beat`) as the work progresses. Returns the number of workers."""
     workers = min(jobs, len(todo))
+    resume = f"{{}} finished runs are saved in {out_dir}: run the same command again to resume"
     try:
         if workers == 1:
-            _run_here(todo, missing, study, records, progress)
+            _run_here(todo, missing, study, records, progress, beat)
         elif workers > 1:
-            _run_pool(todo, missing, study, workers, records, progress)
+            _run_pool(todo, missing, study, workers, records, progress, stall_timeout, beat)
     except KeyboardInterrupt:
         progress.close()
-        print(
-            f"{len(records)} finished runs are saved in {out_dir}: "
-            "run the same command again to resume",
-            file=progress.stream,
-            flush=True,
-        )
+        print(resume.format(len(records)), file=progress.stream, flush=True)
         raise
+    except WorkerError as e:
+        progress.close()
+        raise UserError(f"{e}; {resume.format(len(records))}") from None
     progress.close()
     return workers
+
+
+class WorkerError(Exception):
+    """A worker that stalled or died: the study stops (`run_tasks` says what is saved)."""
 
 
 def fit_in_memory(study: Study, tasks: list[Task], jobs: int, stream: TextIO) -> int:
@@ -227,7 +246,12 @@ def _threads(study: Study) -> int | None:
 
 
 def _run_here(
-    todo: list[list[Task]], missing: set[str], study: Study, records: dict, progress: RunsProgress
+    todo: list[list[Task]],
+    missing: set[str],
+    study: Study,
+    records: dict,
+    progress: RunsProgress,
+    beat=None,
 ) -> None:
     worker.set_threads(_threads(study))
     done = 0
@@ -238,7 +262,7 @@ def _run_here(
 
         keep = [t.path in missing for t in stack]
         done += sum(t.train.steps for t in stack)
-        for task, record in zip(stack, worker.execute(stack, on_step, keep)):
+        for task, record in zip(stack, worker.execute(stack, on_step, keep, beat)):
             if record is not None:
                 records[task.path] = record
                 progress.run_done(done)
@@ -251,19 +275,106 @@ def _run_pool(
     workers: int,
     records: dict,
     progress: RunsProgress,
+    stall_timeout: float,
+    beat=None,
 ) -> None:
+    """The stacks over `workers` processes, each with a pipe of its own (`worker.serve`), so
+    that this process knows which worker trains which stack: it hands the next stack to the
+    first idle worker, and watches each busy worker's time of last progress in shared memory.
+    (A `multiprocessing.Pool` shares one task queue: a worker stopped while holding its lock
+    would starve the others unseen, and the pool could not be closed past it.)"""
+    from multiprocessing.connection import wait
+
     ctx = multiprocessing.get_context("spawn")
     steps_done = ctx.Value("q", 0)
-    jobs = [(stack, [t.path in missing for t in stack]) for stack in todo]
-    with ctx.Pool(workers, worker.init, (_threads(study), steps_done)) as pool:
-        results = pool.imap_unordered(worker.run_task, jobs, chunksize=1)
-        for _ in todo:
-            while True:
-                try:
-                    finished = results.next(timeout=0.2)
-                    break
-                except multiprocessing.TimeoutError:
-                    progress.tick(steps_done.value)
-            for path, record in finished:
-                records[path] = record
-                progress.run_done(steps_done.value)
+    beats = ctx.Array("d", workers, lock=False)  # each worker's time of last progress
+    procs, conns = [], []
+    try:
+        for i in range(workers):
+            here, there = ctx.Pipe()
+            args = (there, _threads(study), steps_done, beats, i)
+            proc = ctx.Process(target=worker.serve, args=args, daemon=True)
+            proc.start()
+            there.close()
+            procs.append(proc)
+            conns.append(here)
+        jobs = deque((stack, [t.path in missing for t in stack]) for stack in todo)
+        running: dict[int, list[Task]] = {}  # worker -> the stack it trains
+        forwarded = 0.0  # the latest progress passed on to `beat`
+        while jobs or running:
+            for i in range(workers):
+                if i not in running and jobs:
+                    stack, keep = jobs.popleft()
+                    beats[i] = time.monotonic()
+                    running[i] = stack
+                    _send(conns[i], (stack, keep), procs[i], stack)
+            ready = wait([conns[i] for i in running], timeout=0.2)
+            for i in [i for i in running if conns[i] in ready]:
+                stack = running.pop(i)
+                for path, record in _receive(conns[i], procs[i], stack):
+                    records[path] = record
+                    progress.run_done(steps_done.value)
+            now = time.monotonic()
+            for i, stack in running.items():
+                if now - beats[i] > stall_timeout:
+                    raise WorkerError(
+                        f"worker {procs[i].pid} (training {_what(stack)}) made no progress for "
+                        f"{stall_timeout:g} s: it is stopped or hung (--stall-timeout), so the "
+                        "study stops"
+                    )
+            latest = max((beats[i] for i in running), default=0.0)
+            if beat is not None and latest > forwarded:
+                forwarded = latest
+                beat()
+            progress.tick(steps_done.value)
+    finally:  # every result is in (or lost with an error): no worker holds anything more
+        for proc in procs:
+            proc.kill()  # SIGKILL, the one signal a stopped worker obeys; faster than an exit
+        for proc in procs:
+            proc.join()
+        for conn in conns:
+            conn.close()
+
+
+def _send(conn, job, proc, stack: list[Task]) -> None:
+    try:
+        conn.send(job)
+    except OSError:
+        raise WorkerError(_died(proc, stack)) from None
+
+
+def _receive(conn, proc, stack: list[Task]) -> list[tuple[str, dict]]:
+    """A worker's runs (path, record) for `stack`; its error raised here."""
+    try:
+        kind, value = conn.recv()
+    except (EOFError, OSError):
+        raise WorkerError(_died(proc, stack)) from None
+    if kind == "error":
+        raise value
+    if kind == "bug":
+        raise RuntimeError(f"a worker failed while training {_what(stack)}:\n{value}")
+    return value
+
+
+def _died(proc, stack: list[Task]) -> str:
+    proc.join(timeout=1)
+    code = proc.exitcode
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    return f"worker {proc.pid} (training {_what(stack)}) died ({how}), so the study stops"
+
+
+def _what(stack: list[Task]) -> str:
+    """The runs of a stack in words: its first run's label, and the seeds (runs of
+    consecutive seeds as a range)."""
+    labels = list(dict.fromkeys(t.label for t in stack))
+    seeds = sorted({t.seed for t in stack})
+    spans = []  # [first, last]
+    for seed in seeds:
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    more = f" and {len(labels) - 1} more" if len(labels) > 1 else ""
+    s = "s" if len(seeds) > 1 else ""
+    said = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
+    return f"{labels[0]}{more}, seed{s} {said}"

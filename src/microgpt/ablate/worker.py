@@ -19,27 +19,60 @@ import math
 import os
 import signal
 import time
+import traceback
 
 from microgpt import tensorfile
 from microgpt.ablate.plan import Task
 from microgpt.ablate.sweep import diverged, loss_at_init, split_halves
 from microgpt.environment import environment
 from microgpt.errors import PeerError, UserError
+from microgpt.stall import Beat
 from microgpt.train import InStudy, prepare, train, train_stack
 
 DIAGNOSTIC_DOCS = 32  # held-out documents (the first) the diagnostics are measured on
 
 PROGRESS_EVERY = 25  # steps between updates of the shared step counter
 
-_steps_done = None  # a multiprocessing.Value shared with the parent, set by `init`
 
-
-def init(threads: int | None, steps_done) -> None:
-    """Pool initializer: leave Ctrl-C to the parent, fix torch's threads before any work."""
-    global _steps_done
+def serve(conn, threads: int | None, steps_done, beats, index: int) -> None:
+    """A worker process of `runner._run_pool`: train each job (stack, keep) the pipe `conn`
+    brings, until None or the command's end (the pipe closes), and send back its runs, or the
+    error that stopped it. `steps_done`: the shared step counter (a stack's step counts once
+    per run in it), for the command's progress line; `beats[index]`: this worker's time of
+    last progress (`stall.Beat`), for its stall watch. Ctrl-C is left to the command."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _steps_done = steps_done
     set_threads(threads)
+
+    def post(now: float) -> None:
+        beats[index] = now
+
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the command is gone
+            return
+        if job is None:
+            return
+        tasks, keep = job
+        reported = 0
+
+        def on_step(done: int) -> None:
+            nonlocal reported
+            with steps_done.get_lock():
+                steps_done.value += done - reported
+            reported = done
+
+        try:
+            records = execute(tasks, on_step, keep, Beat(post))
+            reply = ("runs", [(t.path, r) for t, r in zip(tasks, records) if r is not None])
+        except UserError as e:
+            reply = ("error", e)
+        except Exception:  # noqa: BLE001 - a bug: the command shows where it happened
+            reply = ("bug", traceback.format_exc())
+        try:
+            conn.send(reply)
+        except OSError:  # the command is gone
+            return
 
 
 def set_threads(threads: int | None) -> None:
@@ -61,28 +94,20 @@ def set_threads(threads: int | None) -> None:
         torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
-def run_task(job: tuple[list[Task], list[bool]]) -> list[tuple[str, dict]]:
-    """The pool's entry point: train a stack (or one run), save the runs it is to `keep`, and
-    count steps for the parent's progress line (a stack's step counts once per run in it)."""
-    tasks, keep = job
-    reported = 0
-
-    def on_step(steps_done: int) -> None:
-        nonlocal reported
-        with _steps_done.get_lock():
-            _steps_done.value += steps_done - reported
-        reported = steps_done
-
-    records = execute(tasks, on_step if _steps_done is not None else None, keep)
-    return [(t.path, r) for t, r in zip(tasks, records) if r is not None]
-
-
-def execute(tasks: list[Task], on_step=None, keep: list[bool] | None = None) -> list[dict | None]:
+def execute(
+    tasks: list[Task], on_step=None, keep: list[bool] | None = None, beat=None
+) -> list[dict | None]:
     """Run `tasks` (one run, or a stack's runs) and save each that `keep` says (default: all);
     returns those runs' records, None for the others. `on_step(steps_done)` now and then, with
-    the training steps done so far summed over the runs."""
+    the training steps done so far summed over the runs; `beat()` as the work progresses
+    (every step, and as evaluations read their documents: see `stall`)."""
     keep = keep or [True] * len(tasks)
-    records = run(tasks[0], _every(on_step)) if len(tasks) == 1 else run_stack(tasks, on_step)
+    if beat is not None:
+        beat()
+    if len(tasks) == 1:
+        records = run(tasks[0], _every(on_step, beat), beat)
+    else:
+        records = run_stack(tasks, on_step, beat)
     for task, rec, wanted in zip(tasks, records, keep):
         if wanted:
             save(task.path, rec)
@@ -91,26 +116,36 @@ def execute(tasks: list[Task], on_step=None, keep: list[bool] | None = None) -> 
     return [rec if wanted else None for rec, wanted in zip(records, keep)]
 
 
-def _every(on_step):
-    """A `train` step callback that reports every PROGRESS_EVERY steps."""
-    if on_step is None:
+def _every(on_step, beat=None):
+    """A `train` step callback that beats every step and reports every PROGRESS_EVERY
+    steps."""
+    if on_step is None and beat is None:
         return None
 
     def callback(step: int, loss: float) -> None:
-        if step % PROGRESS_EVERY == 0:
+        if beat is not None:
+            beat()
+        if on_step is not None and step % PROGRESS_EVERY == 0:
             on_step(step)
 
     return callback
 
 
-def run(task: Task, on_step=None) -> list[dict]:
-    """One run alone, exactly as `microgpt train` runs it."""
+def run(task: Task, on_step=None, on_progress=None) -> list[dict]:
+    """One run alone, exactly as `microgpt train` runs it (`on_progress`: see `train`)."""
     start = time.perf_counter()
     try:
         config, prep = _prepare(task)
         study = in_study(task, prep)
         gpt, result = train(
-            task.mode, config, task.train, prep, task.tensor, on_step=on_step, study=study
+            task.mode,
+            config,
+            task.train,
+            prep,
+            task.tensor,
+            on_step=on_step,
+            study=study,
+            on_progress=on_progress,
         )
     except PeerError:  # another rank failed: not this run's doing
         raise
@@ -119,7 +154,7 @@ def run(task: Task, on_step=None) -> list[dict]:
     return [record(task, config, prep, result, environment(gpt), time.perf_counter() - start)]
 
 
-def run_stack(tasks: list[Task], on_step=None) -> list[dict]:
+def run_stack(tasks: list[Task], on_step=None, on_progress=None) -> list[dict]:
     """The runs of a stack (one shape; seeds and learning rates may differ) trained as one
     computation (`train.train_stack`): each record is its run's, as alone, plus the stack's
     size. A run that diverges is recorded as diverged; its neighbours go on."""
@@ -136,6 +171,8 @@ def run_stack(tasks: list[Task], on_step=None) -> list[dict]:
 
     def step_done(step: int, runs: int) -> None:
         done[0] += runs
+        if on_progress is not None:
+            on_progress()
         if on_step is not None and step % PROGRESS_EVERY == 0:
             on_step(done[0])
 
@@ -144,7 +181,9 @@ def run_stack(tasks: list[Task], on_step=None) -> list[dict]:
     except UserError as e:
         raise UserError(f"{tasks[0].label}: {e}") from None
     trains = [t.train for t in tasks]
-    results = train_stack(config, trains, preps, tasks[0].tensor, step_done, studies)
+    results = train_stack(
+        config, trains, preps, tasks[0].tensor, step_done, studies, on_progress=on_progress
+    )
     env = environment(_Placed(tasks[0].tensor))
     wall = time.perf_counter() - start
     out = []
