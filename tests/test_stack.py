@@ -35,7 +35,7 @@ from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.init import Matrix  # noqa: E402
 from microgpt.modes import TensorOptions  # noqa: E402
 from microgpt.schedule import lr_at  # noqa: E402
-from microgpt.tensor import Stack, TensorGPT, optim  # noqa: E402
+from microgpt.tensor import Stack, TensorGPT  # noqa: E402
 from microgpt.train import InStudy, prepare, token_data, train, train_stack  # noqa: E402
 
 LOSS_REL = 1e-12  # a step's loss, relative to the solo run's
@@ -356,16 +356,15 @@ def test_a_diverging_run_leaves_its_neighbours_alone():
             assert loss_error(got[i], want) <= LOSS_REL, (step, s, got[i], want)
 
 
-def test_a_stack_steps_adam_in_chunks_each_run_at_its_own_rate(monkeypatch):
-    """Adam over a stack a few runs at a time (`optim.CHUNK_BYTES`; every other stack here fits
-    in one chunk): five runs at five learning rates in chunks of two runs (2, 2, 1), with weight
-    decay and clipping, are each their solo run: every step's loss and gradient norm, then the
-    weights and moments."""
+def test_a_stack_steps_adam_each_run_at_its_own_rate():
+    """A stack's Adam steps the runs of each learning rate together (`FlatAdam._update_stack`,
+    one fused call per rate): five runs at four learning rates, two of them sharing one, with
+    weight decay and clipping, are each their solo run: every step's loss and gradient norm,
+    then the weights and moments."""
     steps = 20
-    rates = ((0, 0.01), (1, 0.003), (2, 0.02), (3, 0.006), (4, 0.04))
+    rates = ((0, 0.01), (1, 0.003), (2, 0.01), (3, 0.006), (4, 0.04))
     runs = make_runs(DESIGNS["reference"], 8, steps, runs=rates, weight_decay=0.1, grad_clip=0.5)
     stack, solos = runs.stack(), runs.solos()
-    monkeypatch.setattr(optim, "CHUNK_BYTES", 2 * stack.optimizer._run_bytes())
     clipped = 0
     for step in range(steps):
         docs, lrs = runs.docs(step), runs.lrs(step)
