@@ -232,7 +232,12 @@ class GPTNet:
     def backward(self, batch: Batch, dlogits: Tensor, acts: Activations, v: Views) -> None:
         """Write d loss / d weight of every matrix into `v.grad`, layers in reverse."""
         w, g = v.w, v.g
-        v.grad.zero_()
+        if v.lead:  # a stack writes each product over its gradient: zero the looked-up rest
+            for name in self.embeddings:
+                if name != self.head and name in g:
+                    g[name].zero_()
+        else:
+            v.grad.zero_()
         accumulate(g[self.head], dlogits.mT, acts.x)  # (*S, V, C)
         dx = mm(dlogits, w[self.head])  # (*S, N, C)
         if acts.final_rmsnorm is not None:
@@ -307,13 +312,19 @@ class GPTNet:
 
 
 def accumulate(g: Tensor, a: Tensor, b: Tensor) -> None:
-    """g += a @ b, where g is a weight's view of the flat gradient buffer. In a stack the
-    product is a batched one, made apart and added: the CPU's baddbmm_ into a view strided
-    across runs falls back to one addmm_ per run (docs/performance.md)."""
-    if g.dtype == a.dtype and g.dim() == 2:
+    """The gradient of a weight that is one product, a @ b, put into its view g of the flat
+    gradient buffer. A solo model adds it into the buffer `backward` zeroed. A stack writes it
+    over g, so that no pass zeroes the whole stack's gradient (only what the embedding lookups
+    add into is zeroed, and the tied head's product comes before its lookup's rows); its
+    product is a batched one made apart: the CPU's baddbmm_ into a view strided across runs
+    falls back to one addmm_ per run, and bmm's `out=` into it is as slow
+    (docs/performance.md)."""
+    if g.dim() == 3:
+        g.copy_(torch.bmm(a, b))
+    elif g.dtype == a.dtype:
         g.addmm_(a, b)
-    else:  # a stack, or bfloat16 compute into the float32 gradient
-        g.add_(mm(a, b))
+    else:  # bfloat16 compute into the float32 gradient
+        g.add_(a @ b)
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

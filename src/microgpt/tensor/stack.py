@@ -129,7 +129,7 @@ class StackRows:
 
     def lookup(self, name: str, index: Tensor) -> Tensor:
         """Rows `index` (S, N) of each run's matrix `name`, (S, N, C)."""
-        return self.rows[name][index + self.base[name]]
+        return torch.nn.functional.embedding(index + self.base[name], self.rows[name])
 
     def add(self, name: str, index: Tensor, dx: Tensor) -> None:
         """Add dx (S, N, C) into the gradient rows `index` (S, N) of each run's `name`."""
