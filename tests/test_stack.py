@@ -218,6 +218,38 @@ def test_token_loss_average(batch):
         assert state_error(stack, s, solo) <= STATE_REL
 
 
+@pytest.mark.parametrize("design", ["reference", "all"])
+def test_a_batch1_stack_pads_with_nothing_that_counts(design):
+    """At batch 1 a stack packs each run's one document in a row under the plain causal mask
+    (`Packer._pack_singles`): each run's tokens, targets and weights are its solo batch's, then
+    padding of weight 0; and changing what the padding positions hold (tokens, targets and the
+    positions they take) changes no loss and no gradient, bit for bit: nothing flows from them."""
+    runs = make_runs(DESIGNS[design], 1, 1)
+    stack = runs.stack()
+    docs = runs.docs(0)
+    batch = stack.packer.pack_runs(docs)
+    assert batch.rows == 1 and batch.width == max(n for _, n in batch.runs)
+    for s, (doc,) in enumerate(docs):
+        alone = stack.packer.pack([doc])
+        n = alone.width
+        assert batch.runs[s] == (1, n)
+        assert torch.equal(batch.tokens[s, :n], alone.tokens)
+        assert torch.equal(batch.targets[s, :n], alone.targets)
+        assert torch.equal(batch.weights[s, :n], alone.weights)
+        assert not batch.weights[s, n:].any()
+    loss0 = stack._loss_and_grad(batch).clone()
+    grad0 = stack.grad.clone()
+    pad = batch.weights[..., 0] == 0
+    assert pad.any()
+    tokens, targets = batch.tokens.clone(), batch.targets.clone()
+    tokens[pad], targets[pad] = 3, 5
+    positions = batch.positions.clone()
+    positions[pad] = 2
+    changed = replace(batch, tokens=tokens, targets=targets, positions=positions)
+    assert torch.equal(stack._loss_and_grad(changed), loss0)
+    assert torch.equal(stack.grad, grad0)
+
+
 def test_keep_runs_drops_runs_and_the_others_go_on():
     """keep_runs([0, 2]) after 10 steps, keep_runs([1]) (the third run) after 20: the runs kept
     go on exactly as their solo runs, dropout masks, clipping and Adam's step count included."""

@@ -96,6 +96,15 @@ class Packer:
 
         # made the first time a length needs them, then reused
         self._single_weights = _Lazy(single_weights)
+        self._causal_keep = self._future.logical_not().to(compute_dtype)  # 1 where mask is 0
+
+        def single_rows(width: int) -> Tensor:  # row n: a document of n predictions, padded
+            shares = [[1 / n] * n + [0.0] * (width - n) for n in range(1, width + 1)]
+            return torch.tensor([[0.0] * width, *shares], dtype=torch.float64).to(
+                device, loss_dtype
+            )
+
+        self._single_rows = _Lazy(single_rows)  # width W -> (W + 1, W)
         self._ranges = _Lazy(lambda n: list(range(n)))  # the positions of n predictions
         self._reciprocals = _Lazy(lambda n: [1 / n] * n)  # their 1/n
         self._ones = _Lazy(lambda n: [1.0] * n)
@@ -129,6 +138,8 @@ class Packer:
         """A stack's batch: `docs[s]` is run s's documents, packed as `pack(docs[s])` packs them
         (same rows, same order, same weights), then padded to the stack's R rows and W columns:
         a padding row is W padding positions. Fields get a leading axis of S runs."""
+        if all(len(d) == 1 for d in docs):
+            return self._pack_singles([d[0] for d in docs])
         plans, shapes, scales = [], [], []  # each run's plan, (rows, width), 1 / divisor
         lengths = [self._lengths(d) for d in docs]
         for run_docs, n in zip(docs, lengths):
@@ -149,6 +160,47 @@ class Packer:
             if len(plan) < R:
                 lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
         return self._batch(lists, R, W, scales, tuple(shapes))
+
+    def _pack_singles(self, docs: list[list[int]]) -> Batch:
+        """A stack's batch of one document a run (batch size 1): each run's document in one row,
+        padded to the stack's W, under the plain causal mask, as `_pack_one` packs it alone.
+        The mask lets a padding query see the real keys before it, where `pack_runs` lets it
+        see itself only: either way no real query sees a padding key, and padding weighs 0 in
+        the loss, so every gradient at a padding position is exactly 0 and the real positions'
+        figures are the same. So a padding position takes its column as its position, and the
+        mask, keep and positions are one (W, W), (W, W) and (W,) for every step of every run,
+        not made anew each step."""
+        T = self.block_size
+        lengths = [min(T, len(d) - 1) for d in docs]
+        if min(lengths) < 1:
+            raise ValueError("give at least one document, each of at least 2 tokens")
+        S, W = len(docs), max(lengths)
+        tokens: list[int] = []
+        targets: list[int] = []
+        zeros = self._zeros
+        for doc, n in zip(docs, lengths):
+            pad = zeros[W - n]
+            tokens += doc[:n]
+            tokens += pad
+            targets += doc[1 : n + 1]
+            targets += pad
+        ints = array("q", tokens + targets + lengths)
+        ints = torch.frombuffer(ints, dtype=torch.int64).to(self.device)
+        n = ints[2 * S * W :]
+        weights = self._single_rows[W].index_select(0, n)  # (S, W): 1 / n, then 0
+        mask, keep = self._causal[None, :W, :W], self._causal_keep[None, :W, :W]
+        return Batch(
+            rows=1,
+            width=W,
+            tokens=ints[: S * W].view(S, W),
+            positions=self._columns[:W].expand(S, W),
+            targets=ints[S * W : 2 * S * W].view(S, W, 1),
+            weights=weights[:, :, None],
+            neg_weights=-weights[:, :, None],
+            mask=mask,
+            runs=tuple((1, n) for n in lengths),
+            keep=keep,
+        )
 
     def _lengths(self, docs: list[list[int]]) -> list[int]:
         lengths = [min(self.block_size, len(d) - 1) for d in docs]
