@@ -161,6 +161,8 @@ def batch_indices(
     order (`epoch_order`). Either depends on the step alone, so a resumed run reads the same."""
     start = step * batch_size
     if not reshuffle:
+        if batch_size == 1:  # every step of a batch-1 run: no comprehension
+            return [start % n_docs]
         return [(start + j) % n_docs for j in range(batch_size)]
     positions = (divmod(start + j, n_docs) for j in range(batch_size))
     return [epoch_order(seed, epoch, n_docs)[i] for epoch, i in positions]

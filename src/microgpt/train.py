@@ -437,24 +437,28 @@ class Loop:
             self.first_step = first_step
         if not self.alive:
             return
+        stepped = type(hooks).stepped is not Hooks.stepped  # else not called: it does nothing
         start = time.perf_counter()
         for step in range(first_step, steps):
             alive = self.alive
-            docs = [todo[i].step_docs(step) for i in alive]
-            lrs = [lr_at(step, todo[i].tc) for i in alive]
+            runs = [todo[i] for i in alive]
+            docs = [run.step_docs(step) for run in runs]
+            lrs = [lr_at(step, run.tc) for run in runs]
             losses = self.runs.stack_step(docs, lrs)
             keep = []  # indices into the stack as it is
-            for j, (i, loss, lr) in enumerate(zip(alive, losses, lrs)):
-                run, result = todo[i], todo[i].result
+            for j, (run, loss, lr, run_docs) in enumerate(zip(runs, losses, lrs, docs)):
+                result = run.result
                 if not math.isfinite(loss):
-                    hooks.diverged(i, step + 1, loss)
+                    hooks.diverged(alive[j], step + 1, loss)
                     result.diverged = (step + 1, result.losses[-1] if result.losses else None)
                     continue
                 keep.append(j)
                 result.losses.append(loss)
                 result.lrs.append(lr)
-                run.tokens += sum(min(block_size, len(d) - 1) for d in docs[j])
-                hooks.stepped(i, step + 1, loss, lr)
+                for d in run_docs:  # the target tokens trained on
+                    run.tokens += min(block_size, len(d) - 1)
+                if stepped:
+                    hooks.stepped(alive[j], step + 1, loss, lr)
             if len(keep) < len(alive):
                 self.alive = [alive[j] for j in keep]
                 if not self.alive:

@@ -96,15 +96,17 @@ class Packer:
 
         # made the first time a length needs them, then reused
         self._single_weights = _Lazy(single_weights)
-        self._causal_keep = self._future.logical_not().to(compute_dtype)  # 1 where mask is 0
+        keep = self._future.logical_not().to(compute_dtype)  # 1 where the causal mask is 0
 
-        def single_rows(width: int) -> Tensor:  # row n: a document of n predictions, padded
-            shares = [[1 / n] * n + [0.0] * (width - n) for n in range(1, width + 1)]
-            return torch.tensor([[0.0] * width, *shares], dtype=torch.float64).to(
-                device, loss_dtype
-            )
+        def singles(shape: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            S, W = shape  # `_pack_singles`' constants of S runs, width W: row n of `shares` is
+            # the weights of a document of n predictions; the mask, keep and positions
+            shares = [[1 / n] * n + [0.0] * (W - n) for n in range(1, W + 1)]
+            shares = torch.tensor([[0.0] * W, *shares], dtype=torch.float64)
+            mask, keeps = self._causal[None, :W, :W], keep[None, :W, :W]
+            return shares.to(device, loss_dtype), mask, keeps, self._columns[:W].expand(S, W)
 
-        self._single_rows = _Lazy(single_rows)  # width W -> (W + 1, W)
+        self._singles = _Lazy(singles)  # (S, W) -> shares (W + 1, W), mask, keep, positions
         self._ranges = _Lazy(lambda n: list(range(n)))  # the positions of n predictions
         self._reciprocals = _Lazy(lambda n: [1 / n] * n)  # their 1/n
         self._ones = _Lazy(lambda n: [1.0] * n)
@@ -184,19 +186,23 @@ class Packer:
             tokens += pad
             targets += doc[1 : n + 1]
             targets += pad
-        ints = array("q", tokens + targets + lengths)
-        ints = torch.frombuffer(ints, dtype=torch.int64).to(self.device)
-        n = ints[2 * S * W :]
-        weights = self._single_rows[W].index_select(0, n)  # (S, W): 1 / n, then 0
-        mask, keep = self._causal[None, :W, :W], self._causal_keep[None, :W, :W]
+        ints = array("q", tokens)
+        ints.extend(targets)
+        ints = torch.frombuffer(ints, dtype=torch.int64)
+        n = torch.frombuffer(array("q", lengths), dtype=torch.int64)
+        if self.device.type != "cpu":
+            ints, n = ints.to(self.device), n.to(self.device)
+        shares, mask, keep, positions = self._singles[S, W]
+        weights = shares.index_select(0, n).unsqueeze_(-1)  # (S, W, 1): 1 / n, then 0
+        tokens_, targets_ = ints.view(2, S, W)
         return Batch(
             rows=1,
             width=W,
-            tokens=ints[: S * W].view(S, W),
-            positions=self._columns[:W].expand(S, W),
-            targets=ints[S * W : 2 * S * W].view(S, W, 1),
-            weights=weights[:, :, None],
-            neg_weights=-weights[:, :, None],
+            tokens=tokens_,
+            positions=positions,
+            targets=targets_.unsqueeze(-1),
+            weights=weights,
+            neg_weights=weights.neg(),
             mask=mask,
             runs=tuple((1, n) for n in lengths),
             keep=keep,

@@ -117,6 +117,7 @@ class StackRows:
         self.rows: dict[str, Tensor] = {}  # name -> the weights as rows of its width
         self.grad_rows: dict[str, Tensor] = {}  # the same of the gradient
         self.base: dict[str, Tensor] = {}  # name -> (S, 1) each run's first row of the matrix
+        self._last: dict[str, tuple[Tensor, Tensor]] = {}  # name -> (index, its rows)
         for name in names:
             if name not in layout.shapes:
                 continue
@@ -129,12 +130,20 @@ class StackRows:
 
     def lookup(self, name: str, index: Tensor) -> Tensor:
         """Rows `index` (S, N) of each run's matrix `name`, (S, N, C)."""
-        return torch.nn.functional.embedding(index + self.base[name], self.rows[name])
+        return torch.nn.functional.embedding(self._rows_of(name, index), self.rows[name])
 
     def add(self, name: str, index: Tensor, dx: Tensor) -> None:
         """Add dx (S, N, C) into the gradient rows `index` (S, N) of each run's `name`."""
-        rows = (index + self.base[name]).view(-1)
+        rows = self._rows_of(name, index).view(-1)
         self.grad_rows[name].index_add_(0, rows, dx.view(-1, dx.shape[-1]))
+
+    def _rows_of(self, name: str, index: Tensor) -> Tensor:
+        """`index` + each run's base: kept from the lookup for the backward's add, and from
+        step to step while the index is the same tensor (a batch-1 stack's positions)."""
+        last = self._last.get(name)
+        if last is None or last[0] is not index:
+            last = self._last[name] = (index, index + self.base[name])
+        return last[1]
 
 
 class RunGenerators:
