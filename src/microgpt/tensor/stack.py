@@ -49,6 +49,7 @@ class Stack(FlatState):
         check_stackable(trains, options)
         self.train_configs = list(trains)
         super().__init__(config, list(weights), trains[0], options, (len(trains),), net)
+        self._eval_model: TensorGPT | None = None  # `eval_model`'s, made when first asked
         if self.dropout > 0:  # one generator per run, each drawing its run's masks
             self.dropout_rng = RunGenerators(len(trains), self.placement.device)
 
@@ -82,6 +83,19 @@ class Stack(FlatState):
             buffer.copy_(mine[name][s])
         solo.step = self.step
         return solo
+
+    def eval_model(self, s: int) -> TensorGPT:
+        """Run s's weights and step in a solo model, for evaluation and diagnostics: the same
+        model each call, loaded anew (so valid until the next call), without the optimizer's
+        state (`run_model` copies that too). Its figures are the solo model's with those
+        weights, bit for bit."""
+        if self._eval_model is None:
+            self._eval_model = TensorGPT(self.config, None, self.train_configs[s], self.options,
+                                         self.net)  # fmt: skip
+        model = self._eval_model
+        model.flat.copy_(self.flat[s])
+        model.train_config, model.step = self.train_configs[s], self.step
+        return model
 
     def keep_runs(self, keep: list[int]) -> None:
         """Go on with the runs `keep` (indices into the current stack, in order) alone: e.g.
