@@ -35,7 +35,7 @@ from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.init import Matrix  # noqa: E402
 from microgpt.modes import TensorOptions  # noqa: E402
 from microgpt.schedule import lr_at  # noqa: E402
-from microgpt.tensor import Stack, TensorGPT  # noqa: E402
+from microgpt.tensor import Stack, TensorGPT, net  # noqa: E402
 from microgpt.train import InStudy, prepare, token_data, train, train_stack  # noqa: E402
 
 LOSS_REL = 1e-12  # a step's loss, relative to the solo run's
@@ -194,6 +194,25 @@ def test_each_step_of_a_stack_is_its_runs_solo_step(design, batch):
             err = state_error(stack, s, solo)
             assert err <= STATE_REL, (step, s, err)
     assert clipped, "no run ever clipped: the test does not test clipping"
+
+
+@pytest.mark.parametrize("design", ["reference", "all"])
+def test_weight_gradients_written_in_place_are_the_same(design, monkeypatch):
+    """A large matrix's gradient is written by the batched product straight into the stack's
+    gradient (`net.OUT_MIN`; the reference's are all small): with every matrix written so,
+    each of 30 steps, teacher-forced, is each run's solo step, loss, weights and moments."""
+    monkeypatch.setattr(net, "OUT_MIN", 1)
+    runs = make_runs(DESIGNS[design], 8, 30, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    for step in range(30):
+        for s, solo in enumerate(solos):
+            force(stack, s, solo)
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+            assert state_error(stack, s, solo) <= STATE_REL, (step, s)
 
 
 @pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])

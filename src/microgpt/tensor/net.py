@@ -325,16 +325,22 @@ class GPTNet:
 # matmuls over the run axis ------------------------------------------------------------------------
 
 
+OUT_MIN = 8192  # a run's entries of a weight from which a stack's product is written in place
+
+
 def accumulate(g: Tensor, a: Tensor, b: Tensor) -> None:
     """The gradient of a weight that is one product, a @ b, put into its view g of the flat
     gradient buffer. A solo model adds it into the buffer `backward` zeroed. A stack writes it
     over g, so that no pass zeroes the whole stack's gradient (only what the embedding lookups
     add into is zeroed, and the tied head's product comes before its lookup's rows); its
-    product is a batched one made apart: the CPU's baddbmm_ into a view strided across runs
-    falls back to one addmm_ per run, and bmm's `out=` into it is as slow
-    (docs/performance.md)."""
+    product is a batched one: the CPU's bmm with `out=` a view strided across runs falls back to
+    one product per run, slower than a batched product and a copy for small matrices, faster
+    for large ones (`OUT_MIN`; docs/performance.md)."""
     if g.dim() == 3:
-        g.copy_(torch.bmm(a, b))
+        if g.dtype == a.dtype and g[0].numel() >= OUT_MIN:  # a large matrix: straight into g
+            torch.bmm(a, b, out=g)
+        else:
+            g.copy_(torch.bmm(a, b))
     elif g.dtype == a.dtype:
         g.addmm_(a, b)
     else:  # bfloat16 compute into the float32 gradient

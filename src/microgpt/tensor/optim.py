@@ -1,4 +1,5 @@
-"""Adam on flat buffers: scalar mode's `_adam`, one whole-buffer op per line.
+"""Adam on flat buffers: scalar mode's `_adam`, one whole-buffer op per line for a solo model,
+torch's fused kernel over a stack's rows (one pass: a stack's buffers leave the CPU's cache).
 
 An optimizer here is made from a net's layout, the flat weights and gradient it updates (one
 run's (numel,), or a stack's (S, numel), one run a row) and the TrainConfig (`make_optimizer`,

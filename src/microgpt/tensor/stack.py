@@ -9,13 +9,17 @@ steps at its own rate, so every run of a stack is its solo run: in float64 each 
 agrees to 1e-12 and the weights to 1e-10 (`tests/test_stack.py`: every step from the same
 state, in every design; 200 free-running steps in every design but one whose float64 run is
 chaotic, docs/ablate.md).
-In float32 the last digits differ, as batched and single matmuls round differently.
+In float32 the last digits differ, as batched and single matmuls round differently, and a
+stack's Adam is torch's fused kernel (`optim.FlatAdam`), which rounds its moment and bias
+corrections in another order than the solo model's.
 
-Everything a run does alone (evaluation, diagnostics, sampling, checkpoints) it does on its
-solo copy, `Stack.run_model(s)`: its held-out figures are then exactly those of the solo model
-with its weights. A packed forward over the stack would give the same figures in float64 (tried:
-bit for bit) but not in float32 (within 3e-9 relative), and a study's held-out figures must not
-depend on how its runs were stacked.
+Everything a run does alone it does as a solo model: evaluation and diagnostics on
+`Stack.eval_model(s)` (one solo model per stack, loaded with run s's weights), sampling and
+checkpoints on its copy, `Stack.run_model(s)`; its held-out figures are then exactly those of
+the solo model with its weights. A packed forward over the stack would give the same figures in
+float64 (tried: bit for bit) but not in float32 (within 3e-9 relative), and a study's held-out
+figures must not depend on how its runs were stacked; nor would it save much: a held-out pass
+over many documents is arithmetic, not kernel launches (docs/performance.md).
 """
 
 from __future__ import annotations
