@@ -215,6 +215,22 @@ def test_weight_gradients_written_in_place_are_the_same(design, monkeypatch):
             assert state_error(stack, s, solo) <= STATE_REL, (step, s)
 
 
+@BATCHES
+def test_a_stack_of_one_is_its_solo_run(batch):
+    """A stack of one run (its few attention scores through torch's softmax at batch 1,
+    `ops.FEW_SCORES`; its gradients written by the product in place, `net.accumulate`), 30
+    free-running steps with dropout, weight decay and clipping: each step's loss, then the
+    weights and moments, are its solo run's."""
+    runs = make_runs(DESIGNS["all"], batch, 30, runs=RUNS[:1], **REGULARISED)
+    stack, (solo,) = runs.stack(), runs.solos()
+    for step in range(30):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        (got,) = stack.stack_step(docs, lrs)
+        want = solo.train_step(docs[0], lrs[0])
+        assert loss_error(got, want) <= LOSS_REL, (step, got, want)
+    assert state_error(stack, 0, solo) <= STATE_REL
+
+
 @pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 def test_token_loss_average(batch):
     """--loss-average token: each run's mean over its own predicted tokens, not the stack's; and

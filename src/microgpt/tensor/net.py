@@ -334,10 +334,10 @@ def accumulate(g: Tensor, a: Tensor, b: Tensor) -> None:
     over g, so that no pass zeroes the whole stack's gradient (only what the embedding lookups
     add into is zeroed, and the tied head's product comes before its lookup's rows); its
     product is a batched one: the CPU's bmm with `out=` a view strided across runs falls back to
-    one product per run, slower than a batched product and a copy for small matrices, faster
-    for large ones (`OUT_MIN`; docs/performance.md)."""
+    one product per run, slower than a batched product and a copy for small matrices of many
+    runs, faster for large ones or one run (`OUT_MIN`; docs/performance.md)."""
     if g.dim() == 3:
-        if g.dtype == a.dtype and g[0].numel() >= OUT_MIN:  # a large matrix: straight into g
+        if g.dtype == a.dtype and (g[0].numel() >= OUT_MIN or len(g) == 1):  # straight into g
             torch.bmm(a, b, out=g)
         else:
             g.copy_(torch.bmm(a, b))
