@@ -104,9 +104,10 @@ class Packer:
             shares = [[1 / n] * n + [0.0] * (W - n) for n in range(1, W + 1)]
             shares = torch.tensor([[0.0] * W, *shares], dtype=torch.float64)
             mask, keeps = self._causal[None, :W, :W], keep[None, :W, :W]
-            return shares.to(device, loss_dtype), mask, keeps, self._columns[:W].expand(S, W)
+            shares = shares.to(device, loss_dtype)[:, :, None]
+            return shares, mask, keeps, self._columns[:W].expand(S, W)
 
-        self._singles = _Lazy(singles)  # (S, W) -> shares (W + 1, W), mask, keep, positions
+        self._singles = _Lazy(singles)  # (S, W) -> shares (W + 1, W, 1), mask, keep, positions
         self._ranges = _Lazy(lambda n: list(range(n)))  # the positions of n predictions
         self._reciprocals = _Lazy(lambda n: [1 / n] * n)  # their 1/n
         self._ones = _Lazy(lambda n: [1.0] * n)
@@ -193,8 +194,8 @@ class Packer:
         if self.device.type != "cpu":
             ints, n = ints.to(self.device), n.to(self.device)
         shares, mask, keep, positions = self._singles[S, W]
-        weights = shares.index_select(0, n).unsqueeze_(-1)  # (S, W, 1): 1 / n, then 0
-        tokens_, targets_ = ints.view(2, S, W)
+        weights = shares.index_select(0, n)  # (S, W, 1): 1 / n, then 0
+        tokens_, targets_ = ints.view(2, S, W).unbind()
         return Batch(
             rows=1,
             width=W,
