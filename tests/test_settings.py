@@ -207,10 +207,12 @@ def test_ablate_reads_its_axes_and_levels_from_the_declarations():
     assert plan.LEVELS == ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size",
                            "learning_rate", "z_loss")  # fmt: skip
     not_varied = {"seed", "last_n", *(n for n, s in SETTINGS.items() if s.group in (None, "data"))}
-    assert list(plan.AXES) == [
-        *SWITCHES,  # ModelConfig's fields first, in their order
+    model = [f.name for f in fields(ModelConfig) if f.name in SWITCHES or f.name in SETTINGS]
+    assert list(plan.AXES) == [  # ModelConfig's fields first, in their order
+        *(n for n in model if n not in plan.LEVELS),
         *(n for n in TRAIN_SETTINGS if n not in {*plan.LEVELS, *not_varied}),
     ]
+    assert set(SWITCHES) <= set(plan.AXES)
     assert {n for n, s in SETTINGS.items() if s.vary is None} == not_varied
     for name, axis in plan.AXES.items():
         declared = SETTINGS.get(name)

@@ -351,7 +351,8 @@ class Study:
         return [n for n in self.varied if n in LEVELS]
 
     def fixed(self) -> dict:
-        """The study's value of every setting and switch that does not vary."""
+        """The study's value of every setting and switch that does not vary (and of a varied
+        training setting, its default: each design has its own)."""
         return {**self.model_args, **self.train.to_dict()}
 
     def designs(self) -> list[Design]:
