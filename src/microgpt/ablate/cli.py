@@ -250,8 +250,6 @@ def _given(varied: dict, fixed_model: dict, fixed_train: dict) -> dict:
     """The flags given (or set by --config) for varied settings, taken out of `fixed_model`
     and `fixed_train`: a design axis's flag names the baseline's value, and must be one of the
     listed values (else it would be silently dropped); a level's flag is an error."""
-    from microgpt.ablate.plan import AXES
-
     given = {}
     for name, values in varied.items():
         flags = fixed_model if name in fixed_model else fixed_train
