@@ -303,12 +303,12 @@ def test_low_precision_stacks_stay_close_to_their_solo_runs(dtype):
             force(stack, s, solo)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step(docs, lrs)
-        norms = stack.adam.last_grad_norm.view(-1).tolist()
+        norms = stack.optimizer.last_grad_norm.view(-1).tolist()
         for s, solo in enumerate(solos):
             want = solo.train_step(docs[s], lrs[s])
             assert math.isfinite(got[s])
             worst = max(worst, abs(got[s] - want))
-            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.adam.last_grad_norm)))
+            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.optimizer.last_grad_norm)))
     print(f"{dtype}: max |loss difference| {worst:.2e}, gradient norm {worst_norm:.2e} relative")
     assert worst <= tolerance
     assert worst_norm <= tolerance
