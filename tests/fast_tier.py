@@ -37,6 +37,7 @@ FAST = (
     "test_optim.py",
     "test_muon.py",
     "test_settings.py",
+    "test_softcap_init.py",
     # stacks
     "test_stack.py::test_runs_of_a_stack_are_their_solo_runs[reference-30steps-batch8]",
     "test_stack.py::test_runs_of_a_stack_are_their_solo_runs[qk_norm=True-30steps-batch1]",
@@ -108,6 +109,7 @@ FAST = (
     "test_vary.py::test_the_baseline_is_the_flags_value_when_listed_else_the_default_else_the_first",
     "test_vary.py::test_a_setting_a_design_does_not_use_is_left_out_not_repeated",
     "test_vary.py::test_a_fixed_setting_that_only_some_designs_use_is_theirs_alone",
+    "test_vary.py::test_a_model_setting_and_a_new_switch_are_axes_by_their_declarations",
     "test_vary.py::test_stacks_split_by_every_setting_a_run_cannot_have_its_own",
     "test_vary.py::test_a_stacked_study_of_schedules_is_its_runs_alone_in_float64",
     "test_vary.py::test_two_valued_settings_give_main_effects_and_interactions",

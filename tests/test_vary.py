@@ -188,6 +188,35 @@ def test_a_runs_settings_are_its_designs(names):
     assert len({t.path for t in tasks}) == len(tasks)
 
 
+def test_a_model_setting_and_a_new_switch_are_axes_by_their_declarations(tmp_path, names):
+    """logit_softcap (a ModelConfig number) and init (a switch) vary with nothing in ablate
+    naming them: their values reach each run's model, both modes' runs differ by them."""
+    assert AXES["logit_softcap"].config == "model" and AXES["init"].config == "model"
+    assert parse_vary(["init"]) == {"init": ("gaussian", "zero")}
+    varied = parse_vary(["logit_softcap=0,15", "init"])
+    assert [d.label for d in designs_of(varied, "full")[0]] == [
+        "soft-cap 0, gaussian init",
+        "soft-cap 15, gaussian init",
+        "soft-cap 0, zero init",
+        "soft-cap 15, zero init",
+    ]
+    out = tmp_path / "softcap"
+    rc, stdout, stderr = ablate("--mode", "scalar", "--vary", "logit_softcap=0,15",
+                                "--vary", "init", "--seeds", "1", "--input", names,
+                                "--out", str(out), *TINY)  # fmt: skip
+    assert (rc, stderr) == (0, ""), stderr
+    runs = results(out)["runs"]
+    for run in runs:
+        for name in ("logit_softcap", "init"):
+            assert run["model_config"][name] == run["axes"][name]
+        assert run["switches"] == {"init": run["axes"]["init"]}
+    losses = {tuple(r["axes"].values()): r["losses"] for r in runs}
+    assert losses[0.0, "gaussian"] != losses[15.0, "gaussian"]
+    assert losses[0.0, "gaussian"][0] != losses[0.0, "zero"][0]  # another initial model
+    assert (out / "run-logit_softcap15_zero-init-seed0.json").exists()
+    assert "main effect of soft-cap 15" in stdout and "main effect of zero init" in stdout
+
+
 # stacks ------------------------------------------------------------------------------------------
 
 

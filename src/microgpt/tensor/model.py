@@ -99,7 +99,8 @@ class TensorGPT(FlatState):
         """The instability diagnostics of Wortsman et al. 2023 on `docs` (one forward pass, no
         dropout, no update): the largest attention logit q·k / sqrt(D) before the softmax, over
         every layer, head and real query position and the keys it may see; and the output
-        logits' mean and max over every real position and the vocabulary."""
+        logits' mean and max over every real position and the vocabulary (the logits the loss
+        sees: soft-capped with --logit-softcap, so their max stays below the cap)."""
         self._refresh_compute_weights()
         batch = self.packer.pack(docs)
         acts = Activations()  # given, so that the forward keeps q and k
