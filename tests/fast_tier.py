@@ -110,6 +110,7 @@ FAST = (
     "test_vary.py::test_a_setting_a_design_does_not_use_is_left_out_not_repeated",
     "test_vary.py::test_a_fixed_setting_that_only_some_designs_use_is_theirs_alone",
     "test_vary.py::test_a_model_setting_and_a_new_switch_are_axes_by_their_declarations",
+    "test_vary.py::test_another_kind_of_design_choice_is_one_more_axis",
     "test_vary.py::test_stacks_split_by_every_setting_a_run_cannot_have_its_own",
     "test_vary.py::test_a_stacked_study_of_schedules_is_its_runs_alone_in_float64",
     "test_vary.py::test_two_valued_settings_give_main_effects_and_interactions",

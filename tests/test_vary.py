@@ -217,6 +217,34 @@ def test_a_model_setting_and_a_new_switch_are_axes_by_their_declarations(tmp_pat
     assert "main effect of soft-cap 15" in stdout and "main effect of zero init" in stdout
 
 
+def test_another_kind_of_design_choice_is_one_more_axis():
+    """An axis that no config declares (as a design file would be) plugs into the same plan:
+    its labels, its slugs, and a setting of its own that only its designs use."""
+    from microgpt.ablate.plan import Axis
+
+    def parse(text: str) -> str:
+        return text
+
+    file = Axis("design_file", "model", "built-in", ("built-in", "capped"), False, None,
+                "--design", parse, str)  # fmt: skip
+    cap = Axis("capped.cap", "model", 30.0, None, False, ("design_file", "capped"),
+               "--vary capped.cap", float, lambda v: f"cap {v:g}", numeric=True)  # fmt: skip
+    axes = {**AXES, file.name: file, cap.name: cap}
+    varied = {"qk_norm": (False, True), "design_file": file.every, "capped.cap": (10.0, 30.0)}
+    designs, base = designs_of(varied, "full", axes=axes)
+    assert [d.label for d in designs] == [
+        "no qk-norm, built-in",
+        "qk-norm, built-in",
+        "no qk-norm, capped, cap 30",
+        "qk-norm, capped, cap 30",
+        "no qk-norm, capped, cap 10",
+        "qk-norm, capped, cap 10",
+    ]
+    assert base.flags() == {"qk_norm": False, "design_file": "built-in"}
+    assert designs[5].slug == "qk-norm_capped_capped.cap10"
+    assert designs[5].of("model") == {"qk_norm": True, "design_file": "capped", "capped.cap": 10}
+
+
 # stacks ------------------------------------------------------------------------------------------
 
 

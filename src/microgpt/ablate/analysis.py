@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 
 from microgpt.ablate import sweep
-from microgpt.ablate.plan import AXES, Design, Level, Study, Task
+from microgpt.ablate.plan import Design, Level, Study, Task
 from microgpt.ablate.stats import Paired, holm, mean, mean_interval, sample_std
 
 LOSSES = ("final_loss", "mean_last_n", "val_loss")  # shown as mean ± sample std over seeds
@@ -307,7 +307,7 @@ def _effects(study: Study, level: Level, vals) -> list[tuple]:
 def _change(study: Study, name: str) -> str:
     """The label of a two-valued axis's other value than the baseline's."""
     base = study.baseline.flags()[name]
-    return AXES[name].label(next(v for v in study.varied[name] if v != base))
+    return study.axis_table()[name].label(next(v for v in study.varied[name] if v != base))
 
 
 def _paired_dict(p: Paired) -> dict:

@@ -73,6 +73,10 @@ class Axis:
     label: Callable[[object], str]  # value -> how a design's label shows it
     numeric: bool = False  # its values are numbers: their slugs are name and value, as a level's
 
+    def used_by(self, values: dict) -> bool:
+        """Whether a run whose settings are `values` (name: value) uses it (`applies`)."""
+        return self.applies is None or values[self.applies[0]] == self.applies[1]
+
     def slug(self, value: object) -> str:
         """A value in file names: `weight_decay0.1` for a number, else its label's slug."""
         if self.numeric:
@@ -168,10 +172,17 @@ def _slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class Design:
-    """The values of the design axes a design has, in declaration order (`AXES`); an axis
-    the design does not use (`config.in_use`: a decay fraction without wsd) is left out."""
+    """The values of the design axes a design has, in the order of its study's axes (`AXES`,
+    declaration order); an axis the design does not use (its `applies`: a decay fraction
+    without wsd) is left out. It carries its axes (the declared ones unless given), which
+    name its values; two designs are equal when their values are."""
 
     values: tuple[tuple[str, object], ...]
+    axes: tuple[Axis, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.axes) != len(self.values):
+            object.__setattr__(self, "axes", tuple(AXES[n] for n, _ in self.values))
 
     def flags(self) -> dict:
         """Every axis's value, `name: value`."""
@@ -179,7 +190,7 @@ class Design:
 
     def of(self, config: str) -> dict:
         """The values of the axes that are fields of `config` ("model" or "train")."""
-        return {n: v for n, v in self.values if AXES[n].config == config}
+        return {n: v for a, (n, v) in zip(self.axes, self.values) if a.config == config}
 
     def switches(self) -> dict:
         """The values of its switches alone (what records called a design before other axes)."""
@@ -187,11 +198,11 @@ class Design:
 
     @property
     def label(self) -> str:
-        return ", ".join(AXES[name].label(value) for name, value in self.values)
+        return ", ".join(a.label(v) for a, (_, v) in zip(self.axes, self.values))
 
     @property
     def slug(self) -> str:  # for file names
-        return "_".join(AXES[n].slug(v) for n, v in self.values) or "design"
+        return "_".join(a.slug(v) for a, (_, v) in zip(self.axes, self.values)) or "design"
 
 
 @dataclass(frozen=True)
@@ -216,28 +227,35 @@ class Level:
         return "_".join(f"{name}{number_text(value)}" for name, value in self.values)
 
 
-def baseline_values(varied: dict[str, tuple], given: dict | None = None) -> dict:
-    """The baseline's value of every varied axis: the study's own (`given`: its flag's, else
-    its default) when it is listed, else the first listed."""
+def baseline_values(
+    varied: dict[str, tuple], given: dict | None = None, axes: dict[str, Axis] = AXES
+) -> dict:
+    """The baseline's value of every varied axis (of `axes`, in their order): the study's own
+    (`given`: its flag's, else its default) when it is listed, else the first listed."""
     given = given or {}
     out = {}
-    for name in (n for n in AXES if n in varied):
-        own = given.get(name, AXES[name].default)
+    for name in (n for n in axes if n in varied):
+        own = given.get(name, axes[name].default)
         out[name] = own if own in varied[name] else varied[name][0]
     return out
 
 
 def designs_of(
-    varied: dict[str, tuple], plan: str, given: dict | None = None, fixed: dict | None = None
+    varied: dict[str, tuple],
+    plan: str,
+    given: dict | None = None,
+    fixed: dict | None = None,
+    axes: dict[str, Axis] = AXES,
 ) -> tuple[list[Design], Design]:
-    """The designs of a plan and its baseline (first): `full` crosses every varied axis;
-    `one-at-a-time` changes one axis at a time from the baseline (`baseline_values`). An axis
-    that a combination does not use (`config.in_use`, with `fixed`, the study's values of what
-    does not vary: default, the defaults) is left out of that design, and the combinations it
-    made alike are one design: with `--vary lr_schedule=linear,wsd --vary
-    decay_fraction=0.1,0.3`, "linear decay" once, "wsd, decay fraction 0.1" and "..., 0.3"."""
-    base = baseline_values(varied, given)
-    names = list(base)  # declaration order
+    """The designs of a plan and its baseline (first): `full` crosses every varied axis (of
+    `axes`: the declared ones, or a study's with more); `one-at-a-time` changes one axis at a
+    time from the baseline (`baseline_values`). An axis that a combination does not use (its
+    `applies`, with `fixed`, the study's values of what does not vary: default, the defaults)
+    is left out of that design, and the combinations it made alike are one design: with
+    `--vary lr_schedule=linear,wsd --vary decay_fraction=0.1,0.3`, "linear decay" once, "wsd,
+    decay fraction 0.1" and "wsd, decay fraction 0.3"."""
+    base = baseline_values(varied, given, axes)
+    names = list(base)  # the axes' order
     if plan == "full":
         # the baseline's value first for every axis, so the baseline is the first design;
         # the first axis changes fastest, as the seed's four designs were ordered
@@ -246,18 +264,15 @@ def designs_of(
     else:
         combos = [base] + [{**base, n: v} for n in names for v in varied[n] if v != base[n]]
     study = {**DEFAULTS, **(fixed or {})}
-    designs = list(dict.fromkeys(_used(combo, study) for combo in combos))
+    designs = list(dict.fromkeys(_used(combo, study, axes) for combo in combos))
     return designs, designs[0]
 
 
-def _used(combo: dict, study: dict) -> Design:
+def _used(combo: dict, study: dict, axes: dict[str, Axis]) -> Design:
     """The design of one combination of values: the axes it uses, given the study's values."""
     values = {**study, **combo}
-    return Design(tuple((n, v) for n, v in combo.items() if _in_use(n, values)))
-
-
-def _in_use(name: str, values: dict) -> bool:
-    return name not in SETTINGS or in_use(SETTINGS[name], values)
+    kept = [n for n in combo if axes[n].used_by(values)]
+    return Design(tuple((n, combo[n]) for n in kept), tuple(axes[n] for n in kept))
 
 
 def levels_of(varied: dict[str, tuple]) -> list[Level]:
@@ -340,10 +355,15 @@ class Study:
             return 0
         return self.log_every or max(1, steps // 10)
 
+    def axis_table(self) -> dict[str, Axis]:
+        """Every design axis this study knows, by name, in order: the declared ones (`AXES`);
+        a study that brings other kinds of design choice adds theirs here."""
+        return AXES
+
     @property
     def axes(self) -> list[str]:
-        """The varied design axes, in declaration order."""
-        return [n for n in AXES if n in self.varied]
+        """The varied design axes, in order."""
+        return [n for n in self.axis_table() if n in self.varied]
 
     @property
     def numeric(self) -> list[str]:
@@ -356,11 +376,14 @@ class Study:
         return {**self.model_args, **self.train.to_dict()}
 
     def designs(self) -> list[Design]:
-        return designs_of(self.varied, self.plan, self.given, self.fixed())[0]
+        return self._designs()[0]
 
     @property
     def baseline(self) -> Design:
-        return designs_of(self.varied, self.plan, self.given, self.fixed())[1]
+        return self._designs()[1]
+
+    def _designs(self) -> tuple[list[Design], Design]:
+        return designs_of(self.varied, self.plan, self.given, self.fixed(), self.axis_table())
 
     def levels(self) -> list[Level]:
         return levels_of(self.varied)
@@ -451,23 +474,23 @@ def check_study(study: Study) -> None:
     design uses; then each design's, level's and rate's configs, as its runs will make them."""
     from microgpt.modes import check_train_options
 
-    designs, fixed = study.designs(), study.fixed()
+    designs, fixed, axes = study.designs(), study.fixed(), study.axis_table()
     for name in study.axes:
-        applies = AXES[name].applies
+        applies = axes[name].applies
         had = [d.flags()[name] for d in designs if name in d.flags()]
         if applies is not None and not had:
-            flag, value = SETTINGS[applies[0]].flag, applies[1]
+            flag, value = _flag(applies[0], axes), applies[1]
             raise UserError(
                 f"--vary {name}: it applies to {flag} {value}, which no design of this study "
                 f"has: give {flag} {value}, or vary {applies[0]} with {value} among its values"
             )
         for value in study.varied[name]:
             if value not in had:  # --plan one-at-a-time, from a baseline that does not use it
-                flag, needs = SETTINGS[applies[0]].flag, applies[1]
+                flag, needs = _flag(applies[0], axes), applies[1]
                 raise UserError(
                     f"--vary {name}: --plan one-at-a-time changes one setting at a time from "
                     f"the baseline, which does not use {name} (only {flag} {needs} does), so "
-                    f"{AXES[name].label(value)} would never run: use --plan full"
+                    f"{axes[name].label(value)} would never run: use --plan full"
                 )
     for name, s in SETTINGS.items():  # a flag that only a design could use
         if s.applies is None or name in study.varied or fixed.get(name, s.default) == s.default:
@@ -483,6 +506,10 @@ def check_study(study: Study) -> None:
             check_train_options(study.mode, train)
         except UserError as e:
             raise UserError(f"{_label(level, design, lr)}: {e}") from None
+
+
+def _flag(name: str, axes: dict[str, Axis]) -> str:
+    return axes[name].flag if name in axes else SETTINGS[name].flag
 
 
 # stacks: runs trained as one computation ---------------------------------------------------------
@@ -518,7 +545,8 @@ def stack_split(study: Study) -> tuple[list[str], list[str]]:
     """What splits a study's stacks (the varied settings whose runs cannot share one) and
     what the runs of one stack may differ in (the seed, a sweep's rate and the varied per-run
     settings), as `--dry-run` says it."""
-    per_run = {n: AXES[n].per_run if n in AXES else SETTINGS[n].per_run for n in study.varied}
+    axes = study.axis_table()
+    per_run = {n: axes[n].per_run if n in axes else SETTINGS[n].per_run for n in study.varied}
     split = [n for n in [*study.axes, *study.numeric] if not per_run[n]]
     within = ["seed", *(["learning_rate (the sweep)"] if study.sweep else [])]
     within += [n for n in [*study.axes, *study.numeric] if per_run[n]]
