@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from microgpt.config import SETTINGS, TRAIN_SETTINGS, ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import (
+    SETTINGS,
+    TRAIN_SETTINGS,
+    ModelConfig,
+    TensorOptions,
+    TrainConfig,
+    in_use,
+)
 from microgpt.errors import UserError
 from microgpt.flags import MODES
 from microgpt.init import Matrix
@@ -82,11 +89,10 @@ def check_train_options(mode: str, train: TrainConfig) -> None:
     --lr-schedule wsd); make_gpt calls it, and a command can call it before it prints anything."""
     if mode == "scalar" and train.dropout > 0:
         raise UserError("--dropout applies to --mode tensor only")
+    values = train.to_dict()
     for s in TRAIN_SETTINGS.values():
-        if s.applies is None or getattr(train, s.name) == s.default:
-            continue
-        name, value = s.applies
-        if getattr(train, name) != value:
+        if values[s.name] != s.default and not in_use(s, values):
+            name, value = s.applies
             raise UserError(f"{s.flag} applies to {SETTINGS[name].flag} {value}")
 
 

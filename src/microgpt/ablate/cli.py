@@ -17,7 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from microgpt.config import DEFAULT_VARY, TENSOR_DTYPES, ModelConfig, TrainConfig
+from microgpt.ablate.plan import AXES, LEVELS
+from microgpt.config import DEFAULT_VARY, TENSOR_DTYPES, ModelConfig, TrainConfig, number_text
 from microgpt.environment import environment
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -33,7 +34,6 @@ from microgpt.flags import (
     tensor_options,
     train_args,
 )
-from microgpt.modes import check_train_options
 from microgpt.stall import STALL_TIMEOUT_S
 
 DEFAULT_SEEDS = 5
@@ -45,7 +45,8 @@ def add_ablate_parser(sub) -> None:
         help="compare designs (and sizes) over seeds, paired by seed",
         description="Train every design of a study on the same seeds, data split and data "
         "order; print a table of losses and speed with the seed spread, and each design's "
-        "validation loss against the baseline (the varied switches at their reference values) "
+        "validation loss against the baseline (the varied switches and settings at their "
+        "reference or flag values) "
         "with paired t-intervals, Holm-adjusted when there are several. Default: the seed's "
         f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv, "
         "loss_curves.png and report.html (all of it on one page) to --out; finished runs are "
@@ -57,9 +58,11 @@ def add_ablate_parser(sub) -> None:
         "--vary",
         action="append",
         metavar="NAME[=V1,V2,...]",
-        help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
-        "n_embd, n_head, block_size, steps, learning_rate, batch_size, z_loss: list required); "
-        f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
+        help=f"a design axis, any switch or training setting ({', '.join(AXES)}): a switch, "
+        "a name or a yes/no over all its values unless listed, a number over its list; or a "
+        f"level ({', '.join(LEVELS)}), a list required; repeatable. A design axis's flag, "
+        "given too, names the baseline's value, one of the listed "
+        f"(default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
     )
     g.add_argument(
         "--lr-sweep",
@@ -73,8 +76,8 @@ def add_ablate_parser(sub) -> None:
         "--plan",
         choices=("full", "one-at-a-time"),
         default="full",
-        help="full: every combination of the varied switches (default); one-at-a-time: the "
-        "baseline plus each switch value changed alone. Numeric settings are always crossed",
+        help="full: every combination of the varied design axes (default); one-at-a-time: "
+        "the baseline plus each value of each axis changed alone. Levels are always crossed",
     )
     g.add_argument(
         "--dry-run",
@@ -180,7 +183,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
-    from microgpt.ablate.plan import Study, default_stack, levels_of, parse_vary, versions
+    from microgpt.ablate.plan import Study, check_study, default_stack, parse_vary, versions
     from microgpt.train import read_input
 
     options = tensor_options(args)
@@ -200,23 +203,11 @@ def make_study(args: argparse.Namespace):
     # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
     # several seconds, so a study makes it only when --eval-docs asks
     fixed_train.setdefault("eval_docs", 0)
-    for name in varied:
-        if name in fixed_model or name in fixed_train:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} is fixed and varied: give {flag} or --vary {name}, not both")
+    given = _given(varied, fixed_model, fixed_train)
     defaults = ModelConfig(vocab_size=2, **fixed_model)  # validates the flags
     fixed = {k: getattr(defaults, k) for k in SIZE_FLAGS}
     fixed |= {k: v for k, v in defaults.design().items() if k not in varied}
     tc = TrainConfig(**fixed_train)
-    check_train_options(args.mode, tc)
-    for level in levels_of(varied):  # every level must make a valid model and schedule
-        knobs = level.flags()
-        ModelConfig(
-            vocab_size=2, **{**fixed, **{k: v for k, v in knobs.items() if k in SIZE_FLAGS}}
-        )
-        for lr in lrs or (tc.learning_rate,):
-            train_knobs = {k: v for k, v in knobs.items() if k not in SIZE_FLAGS}
-            replace(tc, **{"learning_rate": lr, **train_knobs})
     if args.log_every and args.mode != "tensor":
         raise UserError("--log-every samples tensor mode's diagnostics: scalar mode has none")
     if lrs and tc.val_docs < 2:
@@ -240,7 +231,9 @@ def make_study(args: argparse.Namespace):
         plan=args.plan,
         lrs=lrs,
         log_every=args.log_every,
+        given=given,
     )
+    check_study(study)
     if args.mode != "tensor" or args.no_stack:
         return study
     if args.stack_size:
@@ -251,6 +244,36 @@ def make_study(args: argparse.Namespace):
 
         device = check_tensor_options(options).split(",")[0]  # where it will run: cuda, mps...
     return replace(study, stack=default_stack(study, device))
+
+
+def _given(varied: dict, fixed_model: dict, fixed_train: dict) -> dict:
+    """The flags given (or set by --config) for varied settings, taken out of `fixed_model`
+    and `fixed_train`: a design axis's flag names the baseline's value, and must be one of the
+    listed values (else it would be silently dropped); a level's flag is an error."""
+    given = {}
+    for name, values in varied.items():
+        flags = fixed_model if name in fixed_model else fixed_train
+        if name not in flags:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name not in AXES:
+            raise UserError(f"{flag} is fixed and varied: give {flag} or --vary {name}, not both")
+        value = flags.pop(name)
+        if value not in values:
+            listed = ",".join(map(_written, values))
+            raise UserError(
+                f"{flag} {_written(value)} is not among --vary {name}={listed}: list it to make "
+                f"it the baseline, or leave {flag} out (--config sets it too)"
+            )
+        given[name] = value
+    return given
+
+
+def _written(value: object) -> str:
+    """A value as a command line writes it: `true`, `0.1`, `wsd`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return number_text(value) if isinstance(value, (int, float)) else str(value)
 
 
 def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float, ...] | None:
@@ -274,11 +297,13 @@ def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float,
 
 def _warn_of_warmup(study) -> None:
     """One warning line for the study if a warm-up outlasts its shortest runs (see
-    `schedule.warmup_warning`)."""
+    `schedule.warmup_warning`): the longest warm-up of its designs, the fewest steps of its
+    levels."""
     from microgpt.schedule import warmup_warning
 
-    steps = min(level.flags().get("steps", study.train.steps) for level in study.levels())
-    if note := warmup_warning(study.train.warmup_steps, steps):
+    trains = [study.configs(lv, d, None)[1] for lv in study.levels() for d in study.designs()]
+    warmup, steps = max(t.warmup_steps for t in trains), min(t.steps for t in trains)
+    if note := warmup_warning(warmup, steps):
         print(f"microgpt: warning: {note}", file=sys.stderr)
 
 

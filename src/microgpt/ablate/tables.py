@@ -300,8 +300,8 @@ def comparison_title(n: int, adjustment: dict, name: str, sweep: bool = False) -
 def effects_note(sweep: bool) -> str:
     on = "the report-half loss at each design's best lr" if sweep else "val loss"
     return (
-        f"Factorial effects on {on}, per seed and averaged over the other switches: a main "
-        "effect is the mean over the designs with that switch changed minus over those "
+        f"Factorial effects on {on}, per seed and averaged over the others: a main effect "
+        "is the mean over the designs with that switch or setting changed minus over those "
         "without; an interaction X × Y is X's effect with Y changed minus X's effect "
         "without Y changed."
     )

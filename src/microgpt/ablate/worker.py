@@ -229,7 +229,8 @@ def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
     out = {
         "settings": task.settings,
         "level": task.level.flags(),
-        "switches": task.design.flags(),
+        "switches": task.design.switches(),
+        "axes": task.design.flags(),  # every design axis it has, the switches too
         "seed": task.seed,
         "learning_rate": task.train.learning_rate,
         "params": config.num_params(),
