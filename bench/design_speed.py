@@ -68,7 +68,7 @@ class Pair:
         checked = check(file, config, file.resolve(), docs)
         if checked.shapes != config.param_shapes():
             raise SystemExit(f"{design} is not the reference: its weights differ")
-        forward, shapes = checked.forward(), checked.shapes
+        forward, shapes = checked.forward, checked.shapes
         if s["runs"] == 1:
             self.models = {
                 "hand": TensorGPT(config, weights[0], trains[0], options),

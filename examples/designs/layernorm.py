@@ -1,6 +1,7 @@
-"""LayerNorm in place of RMSNorm: every norm of the reference (the input's, each block's, the
-final one if on) subtracts the mean before it scales, (x - mean) / sqrt(var + 1e-5); with
-`affine` it also has a learned gain (ones) and bias (zeros) per norm, as GPT-2's."""
+"""LayerNorm in place of RMSNorm: every norm of the residual stream (the input's, each block's,
+the final one if on) subtracts the mean before it scales, (x - mean) / sqrt(var + 1e-5); with
+`affine` it also has a learned gain (ones) and bias (zeros) per norm, as GPT-2's. qk-norm, if
+on, stays an RMSNorm of each head."""
 
 import torch
 
@@ -8,14 +9,7 @@ from microgpt.design import ones, zeros
 from microgpt.tensor.blocks import dropout, embed, linear, mlp, self_attention
 
 settings = {"affine": False}
-switches = (
-    "tie_lm_head",
-    "input_rmsnorm",
-    "final_rmsnorm",
-    "mlp_activation",
-    "qk_norm",
-    "position",
-)
+switches = "all"
 
 
 def norms(config):
@@ -50,26 +44,12 @@ def forward(w, batch, config, s):
         x = layer_norm(x, w, "input", s)
     rope = config.position == "rope"
     for i in range(config.n_layer):
-        wq, wk, wv, wo = (w[f"layer{i}.attn_{m}"] for m in ("wq", "wk", "wv", "wo"))
-        y = self_attention(
-            layer_norm(x, w, f"layer{i}.attn", s),
-            wq,
-            wk,
-            wv,
-            wo,
-            batch,
-            config.n_head,
-            config.qk_norm,
-            rope,
-        )
-        x = x + dropout(y, batch)
-        y = mlp(
-            layer_norm(x, w, f"layer{i}.mlp", s),
-            w[f"layer{i}.mlp_fc1"],
-            w[f"layer{i}.mlp_fc2"],
-            config.mlp_activation,
-        )
-        x = x + dropout(y, batch)
+        attn = [w[f"layer{i}.attn_{m}"] for m in ("wq", "wk", "wv", "wo")]
+        h = layer_norm(x, w, f"layer{i}.attn", s)
+        x = x + dropout(self_attention(h, *attn, batch, config.n_head, config.qk_norm, rope), batch)
+        h = layer_norm(x, w, f"layer{i}.mlp", s)
+        fc1, fc2 = w[f"layer{i}.mlp_fc1"], w[f"layer{i}.mlp_fc2"]
+        x = x + dropout(mlp(h, fc1, fc2, config.mlp_activation), batch)
     if config.final_rmsnorm:
         x = layer_norm(x, w, "final", s)
     return linear(x, w["wte" if config.tie_lm_head else "lm_head"])

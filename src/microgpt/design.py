@@ -259,7 +259,7 @@ class DesignFile:
             out[name] = spec.draw(rng)
         return out
 
-    def forward(self, config: ModelConfig, settings: Settings) -> Callable:
+    def bind(self, config: ModelConfig, settings: Settings) -> Callable:
         """The file's forward with config and settings bound: (w, batch) -> logits."""
         forward = self.module.forward
 
@@ -348,6 +348,8 @@ def _interface(module: types.ModuleType, shown: str, resolved: str, sha: str) ->
     for k, v in settings.items():
         if not isinstance(k, str) or not k.isidentifier() or k.startswith("_"):
             raise error(f"setting {k!r} is not a name (a Python identifier)")
+        if hasattr(Settings, k):
+            raise error(f"setting {k!r}: the name is taken (by Settings.{k}); rename it")
         if not isinstance(v, SETTING_TYPES):
             raise error(f"setting {k}'s default must be a bool, int, float or str, got {v!r}")
     switches = getattr(module, "switches", ())

@@ -57,8 +57,10 @@ class Checked:
     def num_params(self) -> int:
         return sum(r * c for r, c in self.shapes.values())
 
+    @property
     def forward(self):
-        return self.design.forward(self.config, self.settings)
+        """The file's forward for this model: (w, batch) -> logits."""
+        return self.design.bind(self.config, self.settings)
 
     def initial_weights(self, rng: random.Random, reference=None) -> dict[str, Matrix]:
         """The used weights' initial values (`DesignFile.initial_weights`)."""
@@ -101,7 +103,18 @@ def check(
     # with the used weights alone, the same logits; and twice the same
     with torch.no_grad():
         mine = {n: leaves[n].detach() for n in used}
-        again = run.logits(mine, batch, "with the weights it uses")
+        try:
+            again = run.forward(MappingProxyType(mine), design_batch(batch))
+        except KeyError as e:
+            if e.args and e.args[0] in unused:
+                raise design.error(
+                    f"forward reads {e.args[0]}, but its logits do not depend on it through "
+                    "autograd (.detach(), torch.no_grad, an integer use): a weight that is "
+                    "not trained cannot be read"
+                ) from None
+            again = None
+        if again is None or not isinstance(again, Tensor):
+            again = run.logits(mine, batch, "with the weights it uses")
         _same(
             design,
             logits.detach(),
@@ -125,7 +138,7 @@ class _Runner:
 
     def __init__(self, design: DesignFile, config: ModelConfig, settings: Settings):
         self.design, self.config = design, config
-        self.forward = design.forward(config, settings)
+        self.forward = design.bind(config, settings)
         cpu = torch.device("cpu")
         self.packer = Packer(config.block_size, cpu, torch.float64, torch.float64)
 
@@ -197,7 +210,7 @@ def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[i
         run.logits(stacked, run.packer.pack_runs(halves), "on a stack of 2 runs")
     weights = [{n: w[n].tolist() for n in checked.shapes} for w in runs]
     trains = [TrainConfig(seed=s) for s in range(2)]  # a stack's runs differ in seed alone
-    forward, shapes, config = checked.forward(), checked.shapes, checked.config
+    forward, shapes, config = checked.forward, checked.shapes, checked.config
     stack = DesignGPT.stack(config, weights, trains, CPU64, forward, shapes)
     losses = run.design.call(stack.compute_grad, "forward on a stack of 2 runs", halves)
     for s, (w, half) in enumerate(zip(weights, halves)):

@@ -38,11 +38,6 @@ from microgpt.tensor.optim import FlatAdam
 from microgpt.tensor.packing import Batch
 from microgpt.tensor.params import FlatLayout
 
-# A stack's weight (S, rows, cols) is a view strided by the run's whole buffer, its gradient a
-# view of the same layout: autograd warns that such a pair is not laid out as it prefers (the
-# accumulation is in place all the same).
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
-
 Forward = Callable[[dict, DesignBatch], Tensor]  # (weights, batch) -> logits (*S, N, V)
 
 
@@ -144,6 +139,10 @@ class DesignGPT(TensorGPT):
             leaf.requires_grad_()
             if self._in_place:
                 leaf.grad = grads[name]
+        # a stack's weight (S, rows, cols) is a view strided by the run's whole buffer, and its
+        # gradient a view of the same layout: autograd warns once that such a pair is not laid
+        # out as it prefers (its accumulation is in place all the same)
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient")
         self._leaves = weights
         self._w = MappingProxyType(weights)  # what the forward gets: read-only, made once
 
