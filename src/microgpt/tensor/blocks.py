@@ -58,7 +58,11 @@ class DesignBatch(Batch):
 
 
 def design_batch(batch: Batch, dropout: float = 0.0, generator=None, log=None) -> DesignBatch:
-    return DesignBatch(**batch.__dict__, dropout=dropout, generator=generator, attention_log=log)
+    """`batch`'s fields and these, without the dataclass's `__init__`: the fields are a
+    `Batch`'s already, and a frozen dataclass's `__init__` costs as much as a small kernel."""
+    out = object.__new__(DesignBatch)
+    out.__dict__.update(batch.__dict__, dropout=dropout, generator=generator, attention_log=log)
+    return out
 
 
 # helpers ------------------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ def _take(x: Tensor | None, *weights: Tensor) -> tuple[list[Tensor], tuple]:
     detach = x is not None and x.requires_grad
     out, sinks = [], []
     for w in weights:
-        sink = w.grad if w.is_leaf and w.requires_grad and w.grad is not None else None
+        sink = w.grad if w.is_leaf else None  # a non-leaf's .grad would warn
         out.append(w.detach() if sink is not None and detach else w)
         sinks.append(sink)
     return out, tuple(sinks)
@@ -113,40 +117,6 @@ def _weight_grad(ctx, i: int, sink: Tensor | None, a: Tensor, b: Tensor) -> Tens
         accumulate(sink, a, b)
         return None
     return mm(a, b) if ctx.needs_input_grad[i] else None
-
-
-def _weight_grads(ctx, inputs: tuple, rows: tuple, sinks: tuple, a: Tensor, b: Tensor) -> list:
-    """`_weight_grad` of weights stacked by rows (inputs `inputs`, `rows` rows each):
-    d loss / d [w1; w2; ...] = a @ b, added in one matmul when their sinks lie one after
-    another (`_joined`), else weight by weight."""
-    if all(sink is not None for sink in sinks):
-        joined = _joined(sinks, view_only=True)
-        if joined is not None:
-            accumulate(joined, a, b)
-            return [None] * len(sinks)
-    out, start = [], 0
-    for i, r, sink in zip(inputs, rows, sinks):
-        out.append(_weight_grad(ctx, i, sink, a[..., start : start + r, :], b))
-        start += r
-    return out
-
-
-def _joined(parts: tuple, view_only: bool = False) -> Tensor | None:
-    """Matrices (*S, r_i, c) as one (*S, sum of r_i, c): a view when they lie one after another
-    in one buffer, as the flat layout lays out attn_wq, attn_wk and attn_wv (`params.py`); else
-    their concatenation (None with `view_only`)."""
-    first = parts[0]
-    cols = first.shape[-1]
-    ok = first.stride(-1) == 1 and first.stride(-2) == cols
-    end, rows = first.data_ptr(), 0
-    for p in parts:
-        ok = ok and p.data_ptr() == end and p.stride() == first.stride()
-        ok = ok and p.shape[:-2] == first.shape[:-2] and p.shape[-1] == cols
-        end += p.shape[-2] * cols * p.element_size()
-        rows += p.shape[-2]
-    if ok:
-        return first.detach().as_strided((*first.shape[:-2], rows, cols), first.stride())
-    return None if view_only else torch.cat(parts, -2)
 
 
 # the blocks' autograd functions over the hand-written kernels -------------------------------------
@@ -259,7 +229,7 @@ class _SelfAttention(Function):
         ctx.rstd = ctx.qk_rstd = ctx.cos_sin = None
         if norm:
             x, ctx.rstd = ops.rmsnorm(x, _eps(x.dtype, x.device))
-        wqkv = _joined((wq, wk, wv))  # (*S, 3C, C)
+        wqkv = torch.cat((wq, wk, wv), -2)  # (*S, 3C, C)
         qkv = mm(x, wqkv.mT).view(*lead, N, 3 * H, D).movedim(-2, 0).contiguous()
         q, k, v = qkv.view(3, -1, W, D)  # (H * S * R, W, D): a sequence per head, run and row
         if qk_norm or rope:
@@ -294,7 +264,11 @@ class _SelfAttention(Function):
                 dqk = ops.rmsnorm_backward(dqk, ctx.qk_normed, ctx.qk_rstd)
             dqk_out.copy_(dqk)
         dqkv = dqkv.view(3 * H, *lead, N, D).movedim(0, -2).reshape(*lead, N, 3 * C)  # as qkv
-        dw = _weight_grads(ctx, (1, 2, 3), (C, C, C), ctx.sinks[:3], dqkv.mT, x)
+        dqkv_t = dqkv.mT  # (*S, 3C, N): d q, d k, d v by rows
+        dw = [
+            _weight_grad(ctx, 1 + j, ctx.sinks[j], dqkv_t[..., j * C : (j + 1) * C, :], x)
+            for j in range(3)
+        ]
         dx = mm(dqkv, ctx.wqkv)
         if ctx.rstd is not None:
             dx = ops.rmsnorm_backward(dx, x, ctx.rstd)
@@ -355,7 +329,10 @@ _mlp = _fast_apply(_MLP)
 
 
 def linear(x: Tensor, w: Tensor) -> Tensor:
-    """y_i = sum_j w[i][j] x_j: x (*S, N, in), w (*S, out, in) -> (*S, N, out)."""
+    """y_i = sum_j w[i][j] x_j: x (*S, N, in), w (*S, out, in) -> (*S, N, out); x with more
+    axes than that broadcasts as `x @ w.mT` does."""
+    if x.dim() != w.dim():
+        return x @ w.mT
     (w,), (sink,) = _take(x, w)
     if sink is None:
         return mm(x, w.mT)

@@ -8,11 +8,13 @@ net (forward and backward) and the state (weights, optimizer, stack) when that l
 
 How the gradient gets into the flat buffer without a copy: every weight the forward sees is a
 view of the flat weight buffer made a leaf that requires grad, once (`_allocate`), and its
-`.grad` is set to the matching view of the flat gradient buffer. Autograd's accumulation into a
-leaf whose `.grad` exists adds in place (`grad += new`), so after `backward` the flat gradient
-holds every weight's gradient, ready for `FlatAdam`; `tests/test_design.py` checks that the
-`.grad` tensors are still those views after a step. Under bfloat16 compute the weights are
-bfloat16 and the gradient float32, so there each leaf's gradient is added into the float32
+`.grad` is set to the matching view of the flat gradient buffer. The blocks add such a leaf's
+gradient into its `.grad` themselves (`blocks.py`), and autograd's own accumulation into a leaf
+whose `.grad` exists adds in place (`grad += new`) for any other use of it, so after the
+backward the flat gradient holds every weight's gradient, ready for `FlatAdam`;
+`tests/test_design.py` checks that the `.grad` tensors are still those views after a step, and
+hold autograd's gradient. Under bfloat16 compute the weights are bfloat16 and the gradient
+float32, so there no `.grad` is preset, and each leaf's gradient is added into the float32
 buffer after the backward.
 
 The head's loss is the hand-written one (`ops.cross_entropy_with_grad`, the loss and
