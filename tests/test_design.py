@@ -620,6 +620,18 @@ def test_reference_file_is_the_hand_written_model(reference_file, docs, batch, s
         assert state_error(mine, hand, s, s) <= STATE_REL
 
 
+@STACKED
+def test_reference_file_with_z_loss_and_the_token_average(reference_file, docs, stacked):
+    """The loss's other settings (z-loss, --loss-average token) reach a design's step as the
+    hand-written model's: 50 free-running steps at batch 8."""
+    runs = make_runs({}, 8, 50, z_loss=1e-3, loss_average="token", **REGULARISED)
+    hand, mine = design_pair(reference_file, runs, stacked, docs)
+    for step in range(50):
+        step_both(hand, mine, runs, step, stacked)
+    for s in range(len(RUNS)) if stacked else [None]:
+        assert state_error(mine, hand, s, s) <= STATE_REL
+
+
 CHAOTIC = {"all"}  # as in test_stack.py: its run at learning rate 0.02 amplifies the last bits
 
 

@@ -355,8 +355,8 @@ def embed(table: Tensor, index: Tensor) -> Tensor:
 
 
 def dropout(x: Tensor, batch: DesignBatch) -> Tensor:
-    """Each entry zeroed with probability p = `batch.dropout`, the rest scaled by 1 / (1 - p),
-    the mask drawn from the run's generator; x itself when p = 0."""
+    """Each entry of activations x (*S, N, K) zeroed with probability p = `batch.dropout`, the
+    rest scaled by 1 / (1 - p), the mask drawn from the run's generator; x itself when p = 0."""
     if batch.dropout == 0:
         return x
     with torch.no_grad():
