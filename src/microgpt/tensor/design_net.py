@@ -45,8 +45,9 @@ Forward = Callable[[dict, DesignBatch], Tensor]  # (weights, batch) -> logits (*
 
 def backward(output: Tensor, grad: Tensor) -> None:
     """`output.backward(grad)`, with `grad` shaped as `output`: straight into autograd's engine
-    where this torch has the entry point that `Tensor.backward` calls after its checks of the
-    arguments (measured: the checks cost as much as a tenth of a batch-1 step)."""
+    where this torch has the entry point that `Tensor.backward` calls after checking its
+    arguments (checks that are a visible share of a batch-1 step, and that `grad` passes by
+    construction)."""
     if _engine_run_backward is None:
         output.backward(grad)
     else:
