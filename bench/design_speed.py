@@ -1,11 +1,12 @@
 """The reference written as a design file against the hand-written model, side by side.
 
 `examples/designs/reference.py` (the reference composed of `microgpt.tensor.blocks`, its
-backward from torch autograd, `tensor/design_net.py`) against `TensorGPT` (the hand-written
-backward), per run-step, in one process. Scenarios:
+backward from torch autograd: `tensor/design_net.py`'s `DesignNet`) against the built-in net
+(`tensor/net.py`, the hand-written backward), each in `TensorGPT` or `Stack`, per run-step, in
+one process. Scenarios:
 
   batch1   the reference model (n_layer 1, n_embd 16, n_head 4), batch 1, one run
-  stack20  the same, a stack of 20 runs (`TensorGPT.stack`), batch 1
+  stack20  the same, a stack of 20 runs (`Stack`), batch 1
   batch32  n_layer 4, n_embd 64, n_head 4, batch 32, one run
 
 Both models are built once per scenario from the same initial weights and trained side by side
@@ -47,9 +48,8 @@ class Pair:
     def __init__(self, s: dict, design: str, dtype: str, threads: int):
         from microgpt.config import TensorOptions, TrainConfig
         from microgpt.design import load
-        from microgpt.tensor import TensorGPT
+        from microgpt.tensor import Stack, TensorGPT
         from microgpt.tensor.design_check import check
-        from microgpt.tensor.design_net import DesignGPT
         from microgpt.train import prepare, token_data
 
         options = TensorOptions(device="cpu", dtype=dtype, threads=threads)
@@ -68,16 +68,16 @@ class Pair:
         checked = check(file, config, file.resolve(), docs)
         if checked.shapes != config.param_shapes():
             raise SystemExit(f"{design} is not the reference: its weights differ")
-        forward, shapes = checked.forward, checked.shapes
+        net = checked.net(options)
         if s["runs"] == 1:
             self.models = {
                 "hand": TensorGPT(config, weights[0], trains[0], options),
-                "design": DesignGPT(config, weights[0], trains[0], options, forward, shapes),
+                "design": TensorGPT(config, weights[0], trains[0], options, net),
             }
         else:
             self.models = {
-                "hand": TensorGPT.stack(config, weights, trains, options),
-                "design": DesignGPT.stack(config, weights, trains, options, forward, shapes),
+                "hand": Stack(config, weights, trains, options),
+                "design": Stack(config, weights, trains, options, net),
             }
         self.runs, self.done = s["runs"], {"hand": 0, "design": 0}
 

@@ -71,17 +71,23 @@ FALSE = ("false", "no", "off", "0")
 @dataclass(frozen=True)
 class Weight:
     """A matrix of `rows` x `cols`, initialised with gauss(0, std) draws row by row (`std`), or
-    to a constant (`value`, drawing nothing)."""
+    to a constant (`value`, drawing nothing). `muon`: with --optimizer muon, whether Muon trains
+    it (True) or AdamW (False); None: as `microgpt.muon.muon_matrices` decides by default (a
+    hidden matrix, more than one row and column, goes to Muon; a reference weight keeps its
+    group)."""
 
     rows: int
     cols: int
     std: float | None = None
     value: float = 0.0
+    muon: bool | None = None
 
     def __post_init__(self) -> None:
         for n in (self.rows, self.cols):
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise UserError(f"a weight's rows and cols must be positive integers, got {n!r}")
+        if self.muon is not None and not isinstance(self.muon, bool):
+            raise UserError(f"a weight's muon must be True, False or None, got {self.muon!r}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,21 +99,21 @@ class Weight:
         return [[rng.gauss(0, self.std) for _ in range(self.cols)] for _ in range(self.rows)]
 
 
-def normal(rows: int, cols: int, std: float = INIT_STD) -> Weight:
+def normal(rows: int, cols: int, std: float = INIT_STD, muon: bool | None = None) -> Weight:
     """Drawn as the reference draws its weights: gauss(0, std), row by row."""
-    return Weight(rows, cols, std=float(std))
+    return Weight(rows, cols, std=float(std), muon=muon)
 
 
-def zeros(rows: int, cols: int) -> Weight:
-    return Weight(rows, cols, value=0.0)
+def zeros(rows: int, cols: int, muon: bool | None = None) -> Weight:
+    return Weight(rows, cols, value=0.0, muon=muon)
 
 
-def ones(rows: int, cols: int) -> Weight:
-    return Weight(rows, cols, value=1.0)
+def ones(rows: int, cols: int, muon: bool | None = None) -> Weight:
+    return Weight(rows, cols, value=1.0, muon=muon)
 
 
-def constant(rows: int, cols: int, value: float) -> Weight:
-    return Weight(rows, cols, value=float(value))
+def constant(rows: int, cols: int, value: float, muon: bool | None = None) -> Weight:
+    return Weight(rows, cols, value=float(value), muon=muon)
 
 
 # settings ----------------------------------------------------------------------------------------
@@ -259,6 +265,16 @@ class DesignFile:
             out[name] = spec.draw(rng)
         return out
 
+    def declared_muon(self, config: ModelConfig, settings: Settings) -> dict[str, bool]:
+        """The weights whose optimizer group the file declares (`Weight.muon`): name: whether
+        Muon trains it."""
+        specs = self.weight_specs(config, settings)
+        return {name: spec.muon for name, spec in specs.items() if spec.muon is not None}
+
+    def run(self, settings: Settings, used: tuple[str, ...] | None = None) -> DesignRun:
+        """What a run needs to use this file with `settings` in another process, or later."""
+        return DesignRun(self.path, self.sha256, self.name, tuple(settings.items()), used)
+
     def bind(self, config: ModelConfig, settings: Settings) -> Callable:
         """The file's forward with config and settings bound: (w, batch) -> logits."""
         forward = self.module.forward
@@ -279,6 +295,43 @@ class DesignFile:
 
     def error(self, what: str) -> UserError:
         return UserError(f"design file {self.path}: {what}")
+
+
+class DesignError(UserError):
+    """A design file's own code failed while a model trained or evaluated (its forward or
+    backward): the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class DesignRun:
+    """A design file as a run uses it, in plain values (a worker process gets it pickled, a
+    checkpoint keeps it): the file, the version it must be (`sha256`), its name, its settings'
+    values and, once checked for the run's model, the weights it uses (`used`, draw order)."""
+
+    path: str
+    sha256: str
+    name: str
+    settings: tuple[tuple[str, object], ...]
+    used: tuple[str, ...] | None = None
+
+    def load(self, what: str = "the study") -> DesignFile:
+        """The file, which must be the version this run was made with (`what` made it)."""
+        if not Path(self.path).is_file():
+            raise UserError(
+                f"design file {self.path} ({self.name}) is missing: {what} was made with it; "
+                "restore it, or pass its new place with --design FILE"
+            )
+        file = load(self.path)
+        if file.sha256 != self.sha256:
+            raise UserError(
+                f"design file {self.path} has changed since {what} was made with it (sha256 "
+                f"{file.sha256[:12]}, not {self.sha256[:12]}): restore that version, or start "
+                "afresh"
+            )
+        return file
+
+    def values(self) -> dict:
+        return dict(self.settings)
 
 
 def describe(e: BaseException, path: str) -> str:

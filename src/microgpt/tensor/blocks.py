@@ -8,7 +8,7 @@ one node where it would otherwise record a dozen, and the arithmetic is the test
 the hand-written model, so the reference composed of these blocks (`reference_forward`) trains
 as `TensorGPT` does.
 
-Shapes follow `tensor/model.py`: N positions of a packed batch (R rows x W columns), C
+Shapes follow `tensor/net.py`: N positions of a packed batch (R rows x W columns), C
 channels, V the vocabulary; a weight is a matrix (rows, cols). Every block works over an optional
 leading axis of S runs (written *S): in a stack every weight is (S, rows, cols) and every
 activation (S, N, C), so a forward written with these blocks and ordinary torch ops runs a stack
@@ -24,7 +24,7 @@ hand-written model draws them, so that a stacked run is its solo run with dropou
 Weight gradients (speed only; the values are autograd's): a weight that is one of the net's
 leaves (`design_net.py`: its `.grad` preset to a view of the flat gradient buffer) is handed to
 a block's function detached, with that `.grad` as its sink, and the backward adds the weight's
-gradient into the sink as the hand-written backward does (`model.accumulate`). Autograd then
+gradient into the sink as the hand-written backward does (`net.accumulate`). Autograd then
 keeps no node for the weight, which at batch 1 costs as much as the arithmetic. Any other
 tensor's gradient flows through autograd as usual.
 """
@@ -40,7 +40,7 @@ from torch.autograd import Function
 
 from microgpt.config import ModelConfig
 from microgpt.tensor import ops
-from microgpt.tensor.model import accumulate, mm
+from microgpt.tensor.net import accumulate, mm
 from microgpt.tensor.packing import Batch
 
 # the batch a design's forward reads ---------------------------------------------------------------
@@ -50,7 +50,7 @@ from microgpt.tensor.packing import Batch
 class DesignBatch(Batch):
     """A packed batch (`packing.Batch`: tokens and positions (*S, N), the attention mask ...)
     and what the blocks need besides: the dropout probability (0 outside training) and the
-    run's generator (`model.RunGenerators` in a stack)."""
+    run's generator (`stack.RunGenerators` in a stack)."""
 
     dropout: float = 0.0
     generator: object = None
@@ -155,7 +155,7 @@ class _RMSNorm(Function):
 
 class _Embed(Function):
     """Rows `index` (*S, N) of `table` (*S, V, C): (*S, N, C), each run its own table's rows;
-    the backward adds the rows' gradients in place (`model._embed_backward`)."""
+    the backward adds the rows' gradients in place (`net.GPTNet._embed_backward`)."""
 
     @staticmethod
     def forward(ctx, table: Tensor, index: Tensor, sink) -> Tensor:
@@ -217,7 +217,7 @@ class _Attention(Function):
 
 
 class _SelfAttention(Function):
-    """The reference's attention as one node (`model._attention` and `_attention_backward`):
+    """The reference's attention as one node (`net.GPTNet._attention` and `_attention_backward`):
     x (*S, N, C), rmsnormed first if `norm`; q, k, v = x @ [wq; wk; wv].T in one matmul, split
     into H heads, qk-normed and rotated (RoPE) if asked, attended causally within documents,
     the heads side by side through wo: (*S, N, C)."""
@@ -278,7 +278,7 @@ class _SelfAttention(Function):
 class _MLP(Function):
     """fc2 @ activation(fc1 @ x), x (*S, N, C) (rmsnormed first if `norm`), fc1 (*S, H, C),
     fc2 (*S, C, H); the activation a (forward, backward) pair of `ops.ACTIVATIONS`
-    (`model._mlp` and `_mlp_backward`)."""
+    (`net.GPTNet._mlp` and `_mlp_backward`)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, fc1: Tensor, fc2: Tensor, sinks, activation: str, norm: bool):

@@ -10,7 +10,8 @@ fails with one line naming the file and what broke:
 - documents packed in one batch do not see each other: each document's logits alone equal
   its logits packed with the others, within float64 rounding (the shapes differ);
 - the runs of a stack do not mix: a stack's gradients, through the training path itself
-  (`design_net.DesignGPT`), equal each run's own.
+  (`stack.Stack` and `model.TensorGPT` with the design's `design_net.DesignNet`), equal each
+  run's own.
 
 Which weights a design uses is found by autograd: the gradient of the loss with respect to
 every weight the file may use (`DesignFile.shapes`), `allow_unused`; a weight the loss does not
@@ -31,11 +32,15 @@ import torch
 from torch import Tensor
 
 from microgpt.config import ModelConfig, TensorOptions, TrainConfig
-from microgpt.design import DesignFile, Settings
+from microgpt.design import DesignFile, DesignRun, Settings
+from microgpt.errors import UserError
 from microgpt.init import INIT_STD, Matrix
 from microgpt.tensor.blocks import cross_entropy, design_batch
-from microgpt.tensor.design_net import DesignGPT
+from microgpt.tensor.design_net import DesignNet
+from microgpt.tensor.device import Placement, resolve
+from microgpt.tensor.model import TensorGPT
 from microgpt.tensor.packing import Batch, Packer, plan_rows
+from microgpt.tensor.stack import Stack
 
 ROUNDING = 1e-12  # logits that should be equal: max |difference| <= this x max |logit|
 GRAD_ROUNDING = 1e-10  # a stack's gradients against each run's own, relative to the largest
@@ -59,13 +64,61 @@ class Checked:
 
     @property
     def forward(self):
-        """The file's forward for this model: (w, batch) -> logits."""
+        """The file's forward for this model: (w, batch) -> logits, an exception in it (or in
+        its backward) a one-line `DesignError` naming the file."""
         return self.design.bind(self.config, self.settings)
+
+    @property
+    def muon(self) -> dict[str, bool]:
+        """The used weights whose optimizer group the file declares (`design.Weight.muon`)."""
+        declared = self.design.declared_muon(self.config, self.settings)
+        return {name: m for name, m in declared.items() if name in self.shapes}
+
+    @property
+    def run(self) -> DesignRun:
+        """This design as a run elsewhere uses it: the file, its version, settings, weights."""
+        return self.design.run(self.settings, tuple(self.shapes))
+
+    def net(self, placement: Placement | TensorOptions) -> DesignNet:
+        """The design's net on `placement` (or where `TensorOptions` place it)."""
+        if isinstance(placement, TensorOptions):
+            if placement.compile:
+                raise UserError(
+                    f"--compile is not available for design {self.design.name}: leave it off"
+                )
+            placement = resolve(placement)
+        return DesignNet(self.config, placement, self.forward, self.shapes, self.muon,
+                         self.design)  # fmt: skip
 
     def initial_weights(self, rng: random.Random, reference=None) -> dict[str, Matrix]:
         """The used weights' initial values (`DesignFile.initial_weights`)."""
         every = self.design.initial_weights(self.config, self.settings, rng, reference)
         return {name: every[name] for name in self.shapes}
+
+
+def unchecked(run: DesignRun, config: ModelConfig, what: str = "the study") -> Checked:
+    """`run`'s design for `config` as `check` found it (`run.used`), without checking it again:
+    the file must be the version `run` names (a worker of a study, a checkpoint's design)."""
+    design = run.load(what)
+    settings = design.resolve(run.values())
+    design.check_config(config)
+    shapes = design.shapes(config, settings)
+    missing = [n for n in run.used or () if n not in shapes]
+    if run.used is None or missing:
+        raise UserError(f"design {run.name}: its weights were not checked for this model")
+    used = {n: shapes[n] for n in run.used}
+    return Checked(design, config, settings, used, tuple(n for n in shapes if n not in used))
+
+
+_CHECKED: dict[tuple, Checked] = {}  # check's results in this process: (file, version, ...)
+
+
+def check_once(design: DesignFile, config: ModelConfig, settings: Settings, docs, seed=0):
+    """`check`, once per file version, settings, model and documents in this process."""
+    key = (design.path, design.sha256, repr(settings), config, repr(docs), seed)
+    if key not in _CHECKED:
+        _CHECKED[key] = check(design, config, settings, docs, seed)
+    return _CHECKED[key]
 
 
 def check(
@@ -209,8 +262,9 @@ def _causal(run: _Runner, w: dict, docs: list[list[int]]) -> None:
 
 
 def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[int]]) -> None:
-    """A stack's loss and gradients, through the training path itself (`DesignGPT`), equal
-    each run's own: two runs, each with its own noisy weights and documents."""
+    """A stack's loss and gradients, through the training path itself (`Stack` and
+    `TensorGPT` with the design's net), equal each run's own: two runs, each with its own
+    noisy weights and documents."""
     base = {n: _tensor(initial[n]) for n in checked.shapes}
     runs = [_noisy(base, random.Random(NOISE_SEED + 1 + s)) for s in range(2)]
     halves = [docs[0::2], docs[1::2]]
@@ -219,12 +273,12 @@ def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[i
         run.logits(stacked, run.packer.pack_runs(halves), "on a stack of 2 runs")
     weights = [{n: w[n].tolist() for n in checked.shapes} for w in runs]
     trains = [TrainConfig(seed=s) for s in range(2)]  # a stack's runs differ in seed alone
-    forward, shapes, config = checked.forward, checked.shapes, checked.config
-    stack = DesignGPT.stack(config, weights, trains, CPU64, forward, shapes)
-    losses = run.design.call(stack.compute_grad, "forward on a stack of 2 runs", halves)
+    config, net = checked.config, checked.net(resolve(CPU64))
+    stack = Stack(config, weights, trains, CPU64, net)
+    losses = torch.tensor(stack.stack_step(halves, [0.0, 0.0]), dtype=torch.float64)
     for s, (w, half) in enumerate(zip(weights, halves)):
-        solo = DesignGPT(config, w, trains[s], CPU64, forward, shapes)
-        loss = run.design.call(solo.compute_grad, "forward", half)
+        solo = TensorGPT(config, w, trains[s], CPU64, net)
+        loss = torch.tensor(solo.train_step(half, 0.0), dtype=torch.float64)
         _same(
             run.design,
             losses[s],
