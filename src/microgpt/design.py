@@ -273,7 +273,8 @@ class DesignFile:
 
     def run(self, settings: Settings, used: tuple[str, ...] | None = None) -> DesignRun:
         """What a run needs to use this file with `settings` in another process, or later."""
-        return DesignRun(self.path, self.sha256, self.name, tuple(settings.items()), used)
+        path = self.module.__file__  # absolute: a checkpoint may be read from elsewhere
+        return DesignRun(path, self.sha256, self.name, tuple(settings.items()), used)
 
     def bind(self, config: ModelConfig, settings: Settings) -> Callable:
         """The file's forward with config and settings bound: (w, batch) -> logits."""
@@ -315,20 +316,40 @@ class DesignRun:
     used: tuple[str, ...] | None = None
 
     def load(self, what: str = "the study") -> DesignFile:
-        """The file, which must be the version this run was made with (`what` made it)."""
+        """The file, which must be the version this run was made with: else a one-line error
+        that says so (`what` made it: "the study", "checkpoint run.safetensors")."""
         if not Path(self.path).is_file():
             raise UserError(
                 f"design file {self.path} ({self.name}) is missing: {what} was made with it; "
-                "restore it, or pass its new place with --design FILE"
+                "restore it, or give its new place with --design FILE"
             )
         file = load(self.path)
         if file.sha256 != self.sha256:
             raise UserError(
-                f"design file {self.path} has changed since {what} was made with it (sha256 "
-                f"{file.sha256[:12]}, not {self.sha256[:12]}): restore that version, or start "
-                "afresh"
+                f"design file {self.path} is not the version {what} was made with (its sha256 "
+                f"is {file.sha256[:12]}, not {self.sha256[:12]}): restore that version"
+                + (
+                    ", or run the study again: it checks the file again"
+                    if what == "the study"
+                    else ""
+                )  # fmt: skip
             )
         return file
+
+    @classmethod
+    def of_checkpoint(cls, entry: dict, path: str, given: str | None) -> DesignRun:
+        """The design a checkpoint at `path` was trained with (its `design` metadata,
+        `checkpoint.design_entry`), from the file `given` (--design) or the path it names,
+        which must be the version it names."""
+        run = cls(
+            given or entry["path"],
+            entry["sha256"],
+            entry["name"],
+            tuple(entry["settings"].items()),
+            tuple(entry["weights"]),
+        )
+        run.load(f"checkpoint {path}")
+        return run
 
     def values(self) -> dict:
         return dict(self.settings)

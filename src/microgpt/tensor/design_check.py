@@ -25,6 +25,7 @@ The honesty checks run at the initial weights plus noise, so that a zero-initial
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -108,6 +109,15 @@ def unchecked(run: DesignRun, config: ModelConfig, what: str = "the study") -> C
         raise UserError(f"design {run.name}: its weights were not checked for this model")
     used = {n: shapes[n] for n in run.used}
     return Checked(design, config, settings, used, tuple(n for n in shapes if n not in used))
+
+
+def prepared(run: DesignRun, config: ModelConfig, docs: Callable[[], list[list[int]]]):
+    """`run`'s design for `config`: checked on `docs()` (once in this process), or as checked
+    before when `run.used` says (`unchecked`)."""
+    if run.used is not None:
+        return unchecked(run, config)
+    design = run.load()
+    return check_once(design, config, design.resolve(run.values()), docs())
 
 
 _CHECKED: dict[tuple, Checked] = {}  # check's results in this process: (file, version, ...)
