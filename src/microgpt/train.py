@@ -104,7 +104,8 @@ def prepare(
     if design is not None:
         from microgpt.tensor.design_check import prepared
 
-        checked = prepared(design, config, lambda: check_docs(split, tokenizer, train.data))
+        texts = split.train + split.val
+        checked = prepared(design, config, lambda: check_docs(texts, tokenizer, train.data))
         weights = checked.initial_weights(rng, reference=weights)
     return config, Prepared(split, tokenizer, fp, input_path, weights, rng, checked)
 
@@ -112,18 +113,17 @@ def prepare(
 CHECK_DOCS = 6  # documents a design file's checks run on
 
 
-def check_docs(split: Split, tokenizer: Tokenizer, data: str) -> list[list[int]]:
+def check_docs(texts: list[str], tokenizer: Tokenizer, data: str) -> list[list[int]]:
     """A few encoded documents for a design file's checks (`design_check.check`): the first
-    training documents (a stream: its first windows), at least two."""
+    of `texts` (documents, or a stream's text: its first windows), at least two."""
     if data == "stream":
-        text = (split.train[0] + "".join(split.val))[: CHECK_DOCS * 8]
-        tokens = tokenizer.encode(text)
+        tokens = tokenizer.encode("".join(texts)[: CHECK_DOCS * 8])
         docs = [tokens[i : i + 8] for i in range(0, len(tokens) - 2, 8)]
     else:
-        docs = [tokenizer.encode_document(d) for d in (split.train + split.val)[:CHECK_DOCS]]
+        docs = [tokenizer.encode_document(d) for d in texts[:CHECK_DOCS]]
     docs = [d for d in docs if len(d) >= 3]
-    if len(docs) < 2:
-        docs = (docs * 2)[:2]
+    if len(docs) == 1:
+        docs = docs * 2
     if len(docs) < 2:
         raise UserError("a design file is checked on two or more documents: the input is too small")
     return docs

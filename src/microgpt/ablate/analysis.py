@@ -38,7 +38,7 @@ ALPHA = 0.05
 def run_row(study: Study, task: Task, record: dict) -> dict:
     """One run's figures, `mean_last_n` over the study's --last-n (None: no finite loss)."""
     tail = record["losses"][-study.train.last_n :]
-    row = {"design": task.design.label, **task.level.flags(), **task.design.flags()}
+    row = {"design": task.design.label, **task.level.flags(), **task.design.columns()}
     row.update({k: record.get(k) for k in FIGURES}, seed=task.seed)
     ended = tail and record.get("final_loss") is not None  # a non-finite loss did not end
     row.update(mean_last_n=mean(tail) if ended else None, last_n=len(tail) if ended else 0)
@@ -55,10 +55,11 @@ def run_row(study: Study, task: Task, record: dict) -> dict:
 def run_diagnostics(record: dict) -> dict:
     """A run's diagnostics in brief (None in scalar mode, or without a sample): the largest
     attention logit over its samples (None too if a sample was non-finite: see
-    `attention_overflowed`), and the output logits' mean and max at the last sample."""
+    `attention_overflowed`, or if none was recorded: a design file without attention), and
+    the output logits' mean and max at the last sample."""
     d = record.get("diagnostics") or {}
     samples = d.get("max_attention_logit") or []
-    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if samples else {}
+    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if d.get(DIAGNOSTICS[1]) else {}
     largest = max(samples) if samples and None not in samples else None
     return {"max_attention_logit": largest, **{k: last.get(k) for k in DIAGNOSTICS[1:]}}
 
@@ -223,12 +224,18 @@ def diverged_runs(tasks: list[Task], records: list[dict]) -> list[dict]:
 def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     """The runs whose largest attention logit passed `sweep.ATTENTION_LOGIT_LIMIT` (or became
     non-finite), by level, design and learning rate: how many seeds, and the largest logit
-    (None: non-finite). None when no run has diagnostics (scalar mode)."""
-    measured, over, of = 0, {}, {}
+    (None: non-finite); and the designs whose runs record no attention logit (`unrecorded`: a
+    design file whose forward calls no attention block). None when no run has diagnostics
+    (scalar mode)."""
+    measured, over, of, unrecorded = 0, {}, {}, []
     for task, record in zip(tasks, records):
         if record.get("diagnostics") is None:
             continue
         measured += 1
+        if record["diagnostics"].get("max_attention_logit", []) is None:
+            if task.design.label not in unrecorded:
+                unrecorded.append(task.design.label)
+            continue
         key = (task.level, task.design, task.train.learning_rate)
         of[key] = of.get(key, 0) + 1
         largest = run_diagnostics(record)["max_attention_logit"]
@@ -242,6 +249,7 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     return {
         "threshold": sweep.ATTENTION_LOGIT_LIMIT,
         "runs": measured,
+        **({"unrecorded": unrecorded} if unrecorded else {}),
         "over": [
             {
                 "level": lv.flags(),
@@ -257,9 +265,11 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
 
 
 def factorial(study: Study) -> bool:
-    """A full factorial of two or more two-valued switches: effects are defined."""
+    """A full factorial of two or more two-valued switches (and no design files): effects are
+    defined."""
     return (
         study.plan == "full"
+        and not study.files
         and len(study.switches) >= 2
         and all(len(study.varied[n]) == 2 for n in study.switches)
     )

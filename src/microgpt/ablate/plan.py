@@ -1,7 +1,11 @@
 """What a study runs: designs (values of the varied switches) × numeric levels × seeds.
 
 A study varies design switches (declared in `ModelConfig`, see `config.SWITCHES`) and, optionally,
-numeric settings (model size, steps, learning rate, batch size, z-loss). A learning-rate sweep
+numeric settings (model size, steps, learning rate, batch size, z-loss). Design files
+(`--design FILE`, `microgpt.design`) are one more design axis, `design_file`, whose values are
+the built-in model (`BUILT_IN`, the baseline's) and each file by its name; a file's settings
+are further axes, `NAME.SETTING` (`--vary softcap.cap=10,30`), that only its own designs take.
+A file crosses with the switches that vary (each must be one it honours). A learning-rate sweep
 (`--lr-sweep`, `Study.lrs`) is an axis of its own: every design at every level is trained at
 every rate of the grid, and compared at its own best rate (see `ablate.sweep`). Every other
 setting is shared by every run. A seed fixes the train/validation split and the data order for
@@ -21,7 +25,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -37,6 +41,8 @@ from microgpt.config import (
 from microgpt.errors import UserError
 
 NOT_SETTINGS = ("seed", "last_n")  # per run, and a reporting choice: neither names the folder
+FILE_AXIS = "design_file"  # the design axis of design files: its values are their names
+BUILT_IN = "built-in"  # ... and the built-in model's (the baseline's)
 PLANS = ("full", "one-at-a-time")
 MODEL_LEVELS = tuple(SIZE_SETTINGS)  # n_layer, n_embd, n_head, block_size
 TRAIN_LEVELS = ("steps", "learning_rate", "batch_size", "z_loss")
@@ -50,15 +56,21 @@ MAY_BE_ZERO = tuple(n for n in NUMERIC if 0 in SETTINGS[n].within)
 # what varies ------------------------------------------------------------------------------------
 
 
-def parse_vary(specs: list[str]) -> dict[str, tuple]:
-    """`--vary NAME[=V1,V2,...]` flags as `name: values`, switches and numeric settings alike.
+def parse_vary(specs: list[str], files: tuple[DesignFileAxis, ...] = ()) -> dict[str, tuple]:
+    """`--vary NAME[=V1,V2,...]` flags as `name: values`, switches and numeric settings alike,
+    and the settings of design files (`files`), `FILE.SETTING=V1,V2,...`.
 
-    A switch varies over every value it has unless a list is given; a numeric setting needs a
-    list. Dashes or underscores both name a setting."""
+    A switch varies over every value it has unless a list is given; a numeric setting and a
+    file's setting need a list. Dashes or underscores both name a setting."""
     out: dict[str, tuple] = {}
+    by_name = {f.name: f for f in files}
     for spec in specs:
         name, _, listed = spec.partition("=")
-        name = name.strip().replace("-", "_")
+        name = name.strip()
+        if "." in name:
+            out.update(_file_setting(name, listed, spec, by_name, out))
+            continue
+        name = name.replace("-", "_")
         if name in out:
             raise UserError(f"--vary {name} is given twice: give it once with all its values")
         texts = [t for t in listed.split(",")] if listed else []
@@ -84,6 +96,79 @@ def parse_vary(specs: list[str]) -> dict[str, tuple]:
     return out
 
 
+def _file_setting(name: str, listed: str, spec: str, files: dict, out: dict) -> dict:
+    """`--vary FILE.SETTING=V1,V2,...`: a design file's setting, its values parsed as the
+    file's default's type."""
+    from microgpt.design import parse_setting
+
+    file, _, setting = name.rpartition(".")
+    if file not in files:
+        given = ", ".join(files) or "none"
+        raise UserError(
+            f"--vary {name}: no design file is named {file!r} (the --design files: {given})"
+        )
+    default = dict(files[file].settings).get(setting)
+    if default is None:
+        known = ", ".join(k for k, _ in files[file].settings) or "none"
+        raise UserError(f"--vary {name}: design {file} has no setting {setting!r} (its: {known})")
+    if name in out:
+        raise UserError(f"--vary {name} is given twice: give it once with all its values")
+    texts = listed.split(",") if listed else []
+    if not texts or any(not t.strip() for t in texts):
+        raise UserError(f"--vary {name} needs its values: e.g. --vary {name}=V1,V2")
+    values = tuple(parse_setting(file, setting, default, t) for t in texts)
+    if len(set(values)) != len(values):
+        raise UserError(f"--vary {spec!r} repeats a value")
+    if len(values) < 2:
+        raise UserError(
+            f"--vary {spec!r} gives one value: give two or more, or use --design-setting"
+        )
+    return {name: values}
+
+
+@dataclass(frozen=True)
+class DesignFileAxis:
+    """A design file of a study, as a value of the `design_file` axis: its name (a label), the
+    file (absolute path, sha256), the built-in switches it honours and its settings'
+    values where the study does not vary them (each default, or --design-setting's)."""
+
+    name: str
+    path: str
+    sha256: str
+    switches: tuple[str, ...]
+    settings: tuple[tuple[str, object], ...]
+
+    def entry(self) -> dict:
+        """As a study's settings name it (an edited file is another study)."""
+        return {"path": self.path, "sha256": self.sha256, "settings": dict(self.settings)}
+
+
+def check_files(files: tuple[DesignFileAxis, ...], varied: dict[str, tuple]) -> None:
+    """Design files' names apart from each other, the built-in's and the switches' values and
+    labels (a table row, a column or a --vary name must say which design it is); and every
+    varied switch honoured by every file (else its runs would be the same under two labels)."""
+    taken = {BUILT_IN: "the built-in model's label"}
+    for name, s in SWITCHES.items():
+        for value in s.values:
+            taken.setdefault(str(value).lower(), f"a value of --{name.replace('_', '-')}")
+            taken.setdefault(s.label(value).lower(), f"a label of --{name.replace('_', '-')}")
+    for f in files:
+        clash = taken.get(f.name.lower())
+        if clash:
+            raise UserError(
+                f"design file {f.path}: its name {f.name!r} is {clash}: give the file another "
+                'name (name = "..." in it)'
+            )
+        taken[f.name.lower()] = f"design file {f.path}'s name"
+        for switch in (n for n in SWITCHES if n in varied):
+            if switch not in f.switches:
+                honoured = ", ".join(f.switches) or "none"
+                raise UserError(
+                    f"design {f.name} ({f.path}) does not honour {switch}: --vary {switch} "
+                    f"would train it unchanged under two labels (it honours: {honoured})"
+                )
+
+
 def _number(name: str, text: str) -> int | float:
     try:
         value = float(text) if name in REAL else int(text)
@@ -99,20 +184,47 @@ def _number(name: str, text: str) -> int | float:
 
 @dataclass(frozen=True)
 class Design:
-    """The values of the varied switches, in declaration order."""
+    """The values of the varied switches, in declaration order; with design files, the
+    `design_file` axis's value and that file's varied settings' values (`FILE.SETTING`)."""
 
     values: tuple[tuple[str, object], ...]
 
     def flags(self) -> dict:
+        """The switches' values, `name: value` (what the model's config takes)."""
+        return {n: v for n, v in self.values if n in SWITCHES}
+
+    def columns(self) -> dict:
+        """Every axis's value, `name: value` (a results row's columns)."""
         return dict(self.values)
 
     @property
+    def file(self) -> str | None:
+        """The design file's name (None: the built-in model)."""
+        name = dict(self.values).get(FILE_AXIS, BUILT_IN)
+        return None if name == BUILT_IN else name
+
+    def file_settings(self) -> dict:
+        """The varied settings of its design file, `setting: value`."""
+        return {n.rpartition(".")[2]: v for n, v in self.values if "." in n}
+
+    def _parts(self) -> list[str]:
+        """Its label's parts: the file with its settings (if any), then the switches."""
+        settings = self.file_settings().items()
+        parts = [f"{self.file} " + " ".join(f"{k}={_shown(v)}" for k, v in settings)]
+        parts = [p.strip() for p in parts] if self.file else []
+        return parts + [SWITCHES[n].label(v) for n, v in self.values if n in SWITCHES]
+
+    @property
     def label(self) -> str:
-        return ", ".join(SWITCHES[name].label(value) for name, value in self.values)
+        if FILE_AXIS not in dict(self.values):
+            return ", ".join(SWITCHES[name].label(value) for name, value in self.values)
+        return ", ".join(self._parts()) or BUILT_IN
 
     @property
     def slug(self) -> str:  # for file names
-        return "_".join(_slug(SWITCHES[n].label(v)) for n, v in self.values) or "design"
+        if FILE_AXIS not in dict(self.values):
+            return "_".join(_slug(SWITCHES[n].label(v)) for n, v in self.values) or "design"
+        return "_".join(_slug(p) for p in self._parts()) or _slug(BUILT_IN)
 
 
 @dataclass(frozen=True)
@@ -133,6 +245,13 @@ class Level:
         return "_".join(f"{name}{value:g}" for name, value in self.values)
 
 
+def _shown(value: object) -> str:
+    """A setting's value in a label: a number as %g, a truth value as true or false."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("²", "2")).strip("-")
 
@@ -140,7 +259,26 @@ def _slug(text: str) -> str:
 def designs_of(varied: dict[str, tuple], plan: str) -> tuple[list[Design], Design]:
     """The designs of a plan and its baseline (first): `full` crosses every varied switch;
     `one-at-a-time` changes one switch at a time from the baseline. The baseline takes each
-    switch's reference value, or its first listed value when the list leaves the reference out."""
+    switch's reference value, or its first listed value when the list leaves the reference out.
+    With design files (`FILE_AXIS`), the built-in model's designs come first, then each file's:
+    `full` crosses it with the switches and its own varied settings, `one-at-a-time` takes it
+    at the baseline's switches with each combination of its settings."""
+    designs, baseline = _switch_designs(varied, plan)
+    if FILE_AXIS not in varied:
+        return designs, baseline
+    mark = ((FILE_AXIS, BUILT_IN),)
+    out = [Design(d.values + mark) for d in designs]
+    for file in varied[FILE_AXIS][1:]:
+        names = [n for n in varied if n.rpartition(".")[0] == file]
+        for combo in itertools.product(*(varied[n] for n in names)):
+            own = ((FILE_AXIS, file), *zip(names, combo))
+            crossed = designs if plan == "full" else [baseline]
+            out += [Design(d.values + own) for d in crossed]
+    return out, Design(baseline.values + mark)
+
+
+def _switch_designs(varied: dict[str, tuple], plan: str) -> tuple[list[Design], Design]:
+    """`designs_of` of the varied switches alone."""
     switches = [n for n in SWITCHES if n in varied]  # declaration order
     base = {n: (s if (s := SWITCHES[n].reference) in varied[n] else varied[n][0]) for n in switches}
     baseline = Design(tuple(base.items()))
@@ -185,6 +323,8 @@ class Task:
     fingerprint: str  # of the documents, checked again by the worker
     settings: dict  # what a saved run must match exactly (JSON values)
     path: str  # the run's own JSON file
+    design_run: object = None  # a design file's `design.DesignRun` (None: the built-in model)
+    params: int | None = None  # its parameter count (None: unknown, the config's)
 
     @property
     def label(self) -> str:
@@ -203,12 +343,15 @@ class Study:
     vocab_size: int
     seeds: tuple[int, ...]
     versions: dict  # see `versions`
-    varied: dict  # name: values, switches and numeric settings (see parse_vary)
+    varied: dict  # name: values, switches and numeric settings (see parse_vary), design files
     plan: str = "full"
     stack: int = 1  # at most this many runs of one shape trained as one computation (1: alone)
     lrs: tuple[float, ...] | None = None  # a learning-rate sweep's grid, ascending (see sweep.py)
     log_every: int | None = None  # tensor mode: each run's diagnostics every K steps and at
     # the end (None: every tenth of its steps); scalar mode has none
+    files: tuple[DesignFileAxis, ...] = ()  # design files (`--design`), in the order given
+    checked: dict = field(default_factory=dict)  # `checked_key` -> (used weights, params):
+    # what `design_check` found of each file, with its settings, in each level's model
 
     @property
     def sweep(self) -> bool:
@@ -239,10 +382,51 @@ class Study:
     def levels(self) -> list[Level]:
         return levels_of(self.varied)
 
+    def params(self, design: Design, model_args: dict) -> int:
+        """The parameter count of `design` in a model of `model_args`."""
+        if design.file is not None:
+            f = self.file(design.file)
+            values = {**dict(f.settings), **design.file_settings()}
+            return self.checked[checked_key(f.name, values, model_args)][1]
+        from microgpt.config import ModelConfig
+
+        return ModelConfig(vocab_size=self.vocab_size, **model_args).num_params()
+
+    def file_models(self) -> list[tuple[str, dict, dict]]:
+        """Every (file, settings' values, model args) a study's design files run with: what
+        `design_check` checks before the study trains."""
+        out = []
+        for level, design in itertools.product(self.levels(), self.designs()):
+            if design.file is None:
+                continue
+            f = self.file(design.file)
+            model_args = {**self.model_args, **design.flags()}
+            model_args.update({k: v for k, v in level.flags().items() if k in MODEL_LEVELS})
+            entry = (f.name, {**dict(f.settings), **design.file_settings()}, model_args)
+            if entry not in out:
+                out.append(entry)
+        return out
+
+    def file(self, name: str) -> DesignFileAxis:
+        return next(f for f in self.files if f.name == name)
+
+    def design_run(self, design: Design, model_args: dict):
+        """A file design's `design.DesignRun` for a run of `model_args` (None: the built-in
+        model): the file, its version, its settings and the weights its check found used."""
+        if design.file is None:
+            return None
+        from microgpt.design import DesignRun
+
+        f = self.file(design.file)
+        values = {**dict(f.settings), **design.file_settings()}
+        used, _ = self.checked[checked_key(f.name, values, model_args)]
+        return DesignRun(f.path, f.sha256, f.name, tuple(values.items()), tuple(used))
+
     def settings(self) -> dict:
         train = {k: v for k, v in self.train.to_dict().items() if k not in NOT_SETTINGS}
         if self.sweep:
             del train["learning_rate"]  # each run's own: see "lr_sweep"
+        files = {"designs": {f.name: f.entry() for f in self.files}} if self.files else {}
         return {
             "versions": dict(self.versions),
             "mode": self.mode,
@@ -254,6 +438,7 @@ class Study:
             "stack": self.stack,
             "lr_sweep": list(self.lrs) if self.sweep else None,
             "log_every": self.log_every,
+            **files,
         }
 
     def settings_hash(self) -> str:
@@ -286,6 +471,10 @@ class Study:
             )
             settings = {**base, "model": model_args}
             settings["train"] = {k: v for k, v in train.to_dict().items() if k not in NOT_SETTINGS}
+            run = self.design_run(design, model_args)
+            if self.files:  # a run names its own file's version, not the others'
+                del settings["designs"]
+                settings["design"] = None if run is None else design_settings(run)
             rate = f"lr{lr:g}" if lr is not None else ""
             name = "-".join(x for x in ("run", level.slug, design.slug, rate, f"seed{seed}") if x)
             tasks.append(
@@ -303,9 +492,21 @@ class Study:
                     fingerprint=self.fingerprint,
                     settings=normalized({**settings, "seed": seed}),
                     path=str(Path(out_dir) / f"{name}.json"),
+                    design_run=run,
+                    params=self.params(design, model_args),
                 )
             )
         return tasks
+
+
+def checked_key(name: str, settings: dict, model_args: dict) -> str:
+    """`Study.checked`'s key: a design file's name, its settings' values and the model."""
+    return json.dumps([name, settings, model_args], sort_keys=True)
+
+
+def design_settings(run) -> dict:
+    """A file design's run as its settings name it: the file's version and settings."""
+    return {"name": run.name, "sha256": run.sha256, "settings": run.values()}
 
 
 # stacks: runs trained as one computation ---------------------------------------------------------
@@ -316,10 +517,12 @@ MAX_STACK = 256
 
 
 def stack_key(task: Task) -> str:
-    """Tasks with the same key may share a stack: tensor mode, the same design, sizes and
-    training but for seed and learning rate."""
+    """Tasks with the same key may share a stack: tensor mode, the same design (switches and
+    design file), sizes and training but for seed and learning rate."""
     train = stack_shared(task.train)  # all but config.STACK_PER_RUN
     what = [task.mode, task.model_args, train, asdict(task.tensor) if task.tensor else None]
+    if task.design_run is not None:
+        what.append(design_settings(task.design_run))
     return json.dumps(what, sort_keys=True)
 
 

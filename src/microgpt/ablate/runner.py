@@ -60,31 +60,34 @@ def load_saved(task: Task) -> dict | None:
 
 
 def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) -> str:
-    """The plan, without training: every stack (or run) to train and every saved run, with a
-    rough time for each, from `probe_steps` timed steps of the baseline design's stack of that
-    size at each level, in this process."""
+    """The plan, without training: every stack (or run) to train and every saved run, with its
+    design's parameter count and a rough time, from `probe_steps` timed steps of the baseline
+    design's stack of that size at each level (a design file's: of its own), in this
+    process."""
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
     to_run = stacks_to_train(study, tasks, {t.path for t in todo}, jobs, io.StringIO())
-    seconds_per_step = {}  # (level, stack size) -> seconds a step of the stack
+    seconds_per_step = {}  # (level, design file, stack size) -> seconds a step of the stack
     worker.set_threads(_threads(study))
     for stack in to_run:
-        key = (stack[0].level, len(stack))
+        key = _probe_key(stack)
         if key in seconds_per_step:
             continue
-        baseline = [t for t in tasks if t.level == key[0] and t.design == study.baseline]
-        seconds_per_step[key] = _probe((baseline * len(stack))[: len(stack)], probe_steps)
+        design = study.baseline if key[1] is None else stack[0].design
+        like = [t for t in tasks if t.level == key[0] and t.design == design]
+        seconds_per_step[key] = _probe((like * len(stack))[: len(stack)], probe_steps)
     width = max([64, *(len(Path(s[0].path).stem) + 24 for s in to_run)])
-    lines = [f"{'to train':<{width}}  runs  about"]
+    lines = [f"{'to train':<{width}}  runs  {'params':>7}  about"]
     work = 0.0
     for stack in to_run:
-        seconds = stack[0].train.steps * seconds_per_step[stack[0].level, len(stack)]
+        seconds = stack[0].train.steps * seconds_per_step[_probe_key(stack)]
         work += seconds
         name = Path(stack[0].path).stem
         if len(stack) > 1:
             rate = f"lr{stack[-1].lr:g}-" if study.sweep else ""
             name = f"{name} … {rate}seed{stack[-1].seed}"
-        lines.append(f"{name:<{width}}  {len(stack):>4}  {seconds:.1f} s")
+        params = f"{stack[0].params:,}" if stack[0].params is not None else "-"
+        lines.append(f"{name:<{width}}  {len(stack):>4}  {params:>7}  {seconds:.1f} s")
     saved = [t for t in tasks if t not in todo]
     if saved:
         lines += ["", f"saved ({len(saved)}):"]
@@ -101,6 +104,12 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
     return "\n".join(lines)
 
 
+def _probe_key(stack: list[Task]) -> tuple:
+    """What a dry run times a step of `stack` by: its level, its design file (a design file's
+    step costs more than the built-in net's) and its size."""
+    return (stack[0].level, stack[0].design.file, len(stack))
+
+
 def _probe(tasks: list[Task], steps: int) -> float:
     """Seconds a training step of `tasks` takes (one run, or them as a stack), timed here: the
     training loop's own time (`train.Loop`) for `steps` steps after a warm-up step."""
@@ -108,7 +117,7 @@ def _probe(tasks: list[Task], steps: int) -> float:
 
     from microgpt.train import open_loop, prepare
 
-    prepared = [prepare(t.input_path, t.model_args, t.train) for t in tasks]
+    prepared = [prepare(t.input_path, t.model_args, t.train, t.design_run) for t in tasks]
     trains = [replace(t.train, steps=max(t.train.steps, steps + 1)) for t in tasks]
     preps = [prep for _, prep in prepared]
     loop = open_loop(tasks[0].mode, prepared[0][0], trains, preps, tasks[0].tensor)
@@ -194,6 +203,9 @@ def run_tasks(
     except WorkerError as e:
         progress.close()
         raise UserError(f"{e}; {resume.format(len(records))}") from None
+    except UserError as e:  # a run's error (its design file's code failed, say)
+        progress.close()
+        raise type(e)(f"{e}; {resume.format(len(records))}") from None
     progress.close()
     return workers
 

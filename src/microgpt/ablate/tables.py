@@ -45,7 +45,8 @@ class Table:
     numbers, which plain text aligns on the right (labels and figures with an aside it aligns
     on the left, so that the ± line up; the page aligns every figure on the right).
     `heading`: a heading above it (the page's), `title`: what it shows, before it; `note`: how
-    to read it, after it; `key_note`: which figures are its key ones (the page's bold)."""
+    to read it, after it; `key_note`: which figures are its key ones (the page's bold);
+    `caveat`: a warning on what it compares, after it at every level (not only the first)."""
 
     kind: str
     header: tuple[str, ...]
@@ -55,6 +56,7 @@ class Table:
     title: str = ""
     note: str = ""
     key_note: str = ""
+    caveat: str = ""
 
     @property
     def verdicts(self) -> bool:
@@ -250,7 +252,8 @@ def comparison_tables(results: Results, level: Level) -> list[Table] | None:
     differences = [c for c in mine if c["kind"] in ("difference", "sensitivity")]
     effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
     title = comparison_title(len(results.seeds), results.adjustment, name, sweep)
-    tables = [comparison_table(differences, name, "design", f"Against the {name}", title)]
+    against = comparison_table(differences, name, "design", f"Against the {name}", title)
+    tables = [replace(against, caveat=params_caveat(designs))]
     if effects:
         note = effects_note(sweep)
         tables.append(comparison_table(effects, name, "effect", "Factorial effects", note))
@@ -273,6 +276,19 @@ def comparison_table(comparisons: list[dict], name: str, first: str, heading: st
     header = (first, "mean diff", "interval", "level", "p", "verdict")
     numbers = frozenset({1, 3, 4})
     return Table("comparisons", header, tuple(rows), numbers, heading, title)
+
+
+def params_caveat(designs: list[dict]) -> str:
+    """A warning when a level's designs (their summaries) have different parameter counts
+    (empty when they have the same): then a comparison is not of the design alone."""
+    counts = sorted({d["params"] for d in designs})
+    if len(counts) < 2:
+        return ""
+    return (
+        f"Not like for like: the designs' parameter counts differ ({counts[0]:,} to "
+        f"{counts[-1]:,}; the params column of the design table), so a difference may come "
+        "from the weights one design adds or drops, not from the design alone."
+    )
 
 
 def comparison_title(n: int, adjustment: dict, name: str, sweep: bool = False) -> str:
@@ -428,8 +444,16 @@ def growth_note(results: Results) -> str:
     if not d:
         return ""
     limit = f"{d['threshold']:g}"
+    unrecorded = d.get("unrecorded") or []
+    none = ""
+    if unrecorded:
+        none = (
+            f" {', '.join(unrecorded)} record{'s' if len(unrecorded) == 1 else ''} no "
+            "attention logit: a design file's forward that calls no attention block of "
+            "microgpt.tensor.blocks has none to sample ('-' in the tables)."
+        )
     if not d["over"]:
-        return f"Attention logits: no run's largest attention logit passed {limit}."
+        return f"Attention logits: no run's largest attention logit passed {limit}.{none}"
     groups: dict[str, list[dict]] = {}
     for o in d["over"]:
         groups.setdefault(_where(o, lr=False), []).append(o)
@@ -442,7 +466,7 @@ def growth_note(results: Results) -> str:
     return (
         f"Attention logits past {limit} (the largest q·k/sqrt(D) before the softmax, sampled "
         f"through training on the first held-out documents), where and at which rates (in "
-        f"every seed unless said): {'; '.join(places)}."
+        f"every seed unless said): {'; '.join(places)}.{none}"
     )
 
 
