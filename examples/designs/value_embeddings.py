@@ -21,7 +21,8 @@ switches = "all"
 def weights(config, s):
     out = {}
     for i in range(config.n_layer):
-        out[f"layer{i}.value_embed"] = normal(config.vocab_size, config.n_embd)
+        # a table looked up by token, as wte is: with --optimizer muon, AdamW's (as wte)
+        out[f"layer{i}.value_embed"] = normal(config.vocab_size, config.n_embd, muon=False)
         out[f"layer{i}.value_lambda"] = constant(1, 1, 0.5)
     return out
 

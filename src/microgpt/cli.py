@@ -250,6 +250,8 @@ def _train(args: argparse.Namespace, world, group) -> int:
     from microgpt.schedule import warmup_warning
     from microgpt.train import MetricsWriter, bits, prepare, train
 
+    if args.design and args.mode != "tensor":
+        raise UserError(SCALAR_DESIGN)
     options = tensor_options(args)
     check_temperature(args.temperature)
     args.out = args.out or args.resume  # a resumed run goes on saving where it was saved
