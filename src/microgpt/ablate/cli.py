@@ -60,7 +60,9 @@ def add_ablate_parser(sub) -> None:
         metavar="NAME[=V1,V2,...]",
         help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
         "n_embd, n_head, block_size, steps, learning_rate, batch_size, z_loss: list required); "
-        f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
+        f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)}; with "
+        "--design, none). A design file's setting: NAME.SETTING=V1,V2,... (NAME: the file's "
+        "name)",
     )
     g.add_argument(
         "--design",
