@@ -281,13 +281,13 @@ def comparison_table(comparisons: list[dict], name: str, first: str, heading: st
 def params_caveat(designs: list[dict]) -> str:
     """A warning when a level's designs (their summaries) have different parameter counts
     (empty when they have the same): then a comparison is not of the design alone."""
-    counts = sorted({d["params"] for d in designs})
-    if len(counts) < 2:
+    counts = {d["design"]: d["params"] for d in designs}
+    if len(set(counts.values())) < 2:
         return ""
+    listed = "; ".join(f"{name} {n:,}" for name, n in counts.items())
     return (
-        f"Not like for like: the designs' parameter counts differ ({counts[0]:,} to "
-        f"{counts[-1]:,}; the params column of the design table), so a difference may come "
-        "from the weights one design adds or drops, not from the design alone."
+        f"Not like for like: the designs' parameter counts differ ({listed}), so a difference "
+        "may come from the weights a design adds or drops, not from the design alone."
     )
 
 
