@@ -863,3 +863,10 @@ def test_design_speed_runs():
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(summary["scenarios"]) == {"batch1", "stack20", "batch32"}
     assert all(r["ratio"] > 0 for r in summary["scenarios"].values())
+
+
+def test_the_docs_walk_through_the_softcap_file_as_it_is():
+    """docs/designs.md shows examples/designs/softcap.py whole: the page's file is the tested
+    one."""
+    page = (ROOT / "docs" / "designs.md").read_text(encoding="utf-8")
+    assert f"```python\n{(EXAMPLES / 'softcap.py').read_text()}```" in page

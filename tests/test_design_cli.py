@@ -18,7 +18,7 @@ from conftest import run_cli
 
 from microgpt import checkpoint
 from microgpt.config import ModelConfig, TrainConfig
-from microgpt.design import DesignError, load
+from microgpt.design import DesignError, load, shown
 from microgpt.muon import muon_matrices
 
 torch = pytest.importorskip("torch")
@@ -83,7 +83,7 @@ def test_each_example_trains_samples_and_resumes_exactly(tmp_path, name, names):
     whole, ckpt = tmp_path / "w.safetensors", tmp_path / "c.safetensors"
     rc, out, err = run_cli(*flags, "--steps", "12", "--out", str(whole))
     assert (rc, err) == (0, ""), err
-    assert f"design file {example(name)}: {load(example(name)).name}" in out
+    assert f"design file {shown(example(name))}: {load(example(name)).name}" in out
     assert "checked: finite, deterministic, causal, documents and runs apart" in out
     saved = checkpoint.load(whole)
     assert saved.mode == "tensor" and saved.design["sha256"] == load(example(name)).sha256
@@ -435,7 +435,7 @@ def test_a_design_file_in_a_learning_rate_sweep_at_two_sizes(tmp_path, names):
         "--n-head", "1",
     )  # fmt: skip
     assert (rc, stderr) == (0, ""), stderr
-    assert "checked in float64 in 2 models" in stdout
+    assert "2 checks in float64 (each size and setting it runs with) passed" in stdout
     sweep = results(out)["lr_sweep"]
     assert {(d["design"], d["level"]["n_embd"]) for d in sweep["designs"]} == {
         ("built-in", 4), ("swiglu", 4), ("built-in", 8), ("swiglu", 8),

@@ -424,9 +424,11 @@ def _design_run(args: argparse.Namespace, ckpt: checkpoint.Checkpoint | None):
 
 def describe_design(checked, checked_now: bool = True) -> str:
     """A line on the design file a run trains: which, what it uses, and that it was checked."""
+    from microgpt.design import shown
+
     file, unused = checked.design, checked.unused
     settings = ", ".join(f"{k}={v}" for k, v in checked.settings.items())
-    line = f"design file {file.path}: {file.name}" + (f" ({settings})" if settings else "")
+    line = f"design file {shown(file.path)}: {file.name}" + (f" ({settings})" if settings else "")
     line += f", sha256 {file.sha256[:12]}, {len(checked.shapes)} weights"
     if unused:
         line += f" ({len(unused)} unused, not trained: {', '.join(unused)})"

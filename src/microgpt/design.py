@@ -355,6 +355,12 @@ class DesignRun:
         return dict(self.settings)
 
 
+def shown(path: str) -> str:
+    """A design file's path as a line shows it: under the working folder, relative to it."""
+    p, here = Path(path), Path.cwd()
+    return str(p.relative_to(here)) if p.is_absolute() and p.is_relative_to(here) else str(p)
+
+
 def describe(e: BaseException, path: str) -> str:
     """`Type: first line of the message (line N)`, N the last line of `path` in the trace."""
     first = (str(e).strip().splitlines() or [""])[0]

@@ -386,17 +386,18 @@ def _warn_of_warmup(study) -> None:
 
 def describe_files(study) -> list[str]:
     """A line per design file: which, its version, and where it was checked."""
+    from microgpt.design import shown
+
     lines = []
     for f in study.files:
         models = [m for name, _, m in study.file_models() if name == f.name]
         params = sorted({n for k, (_, n) in study.checked.items() if json.loads(k)[0] == f.name})
         counts = ", ".join(f"{n:,}" for n in params)
-        path = Path(f.path)
-        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
         lines.append(
-            f"design file {shown}: {f.name}, sha256 {f.sha256[:12]}, {counts} parameters; "
-            f"checked in float64 in {len(models)} model{'s' if len(models) > 1 else ''}: "
-            "finite, deterministic, causal, documents and runs apart"
+            f"design file {shown(f.path)}: {f.name}, sha256 {f.sha256[:12]}, {counts} parameters; "
+            f"{len(models)} check{'s' if len(models) > 1 else ''} in float64 (each size and "
+            "setting it runs with) passed: finite, deterministic, causal, documents and runs "
+            "apart"
         )
     return lines
 
