@@ -870,3 +870,19 @@ def test_the_docs_walk_through_the_softcap_file_as_it_is():
     one."""
     page = (ROOT / "docs" / "designs.md").read_text(encoding="utf-8")
     assert f"```python\n{(EXAMPLES / 'softcap.py').read_text()}```" in page
+
+
+def test_a_design_drawing_its_own_dropout_masks_is_refused_for_runs_with_dropout(tmp_path, docs):
+    """Masks from torch's global generator (not the run's own, `blocks.dropout`): without
+    dropout the design passes; checked for runs that train with dropout, a stack's runs differ
+    from their solo runs, and the check says so in one line. The reference passes both."""
+    text = BROKEN_HEAD + (
+        "    return torch.nn.functional.dropout(logits, batch.dropout, batch.dropout > 0)\n"
+    )
+    d = load(write(tmp_path, text, "own_masks.py"))
+    check(d, config_for(), d.resolve(), docs)
+    with pytest.raises(UserError, match="with dropout 0.1 the runs of a stack mix") as e:
+        check(d, config_for(), d.resolve(), docs, dropout=0.1)
+    assert "blocks.dropout" in str(e.value) and "\n" not in str(e.value)
+    reference = load(REFERENCE)
+    check(reference, config_for(), reference.resolve(), docs, dropout=0.1)

@@ -227,19 +227,19 @@ def test_a_forward_that_raises_mid_training_is_one_line_and_keeps_the_checkpoint
 
 
 def test_a_forward_that_raises_stops_a_study_and_keeps_the_finished_runs(tmp_path, names):
-    """A design file that fails in training (with dropout, which its checks turn off): the
-    study stops with one line naming it; the built-in runs finished before are saved, and
-    the same command reuses them."""
-    path = write(tmp_path / "nodrop.py", (
+    """A design file that fails in training only (on batches of more positions than its
+    checks pack): the study stops with one line naming it; the built-in run finished before is
+    saved, for the same command to reuse."""
+    path = write(tmp_path / "small.py", (
         "from microgpt.tensor.blocks import reference_forward\n\n"
         "def forward(w, batch, config, s):\n"
-        "    if batch.dropout > 0:\n"
-        "        raise NotImplementedError('no dropout here')\n"
+        "    if batch.tokens.shape[-1] > 60:\n"
+        "        raise NotImplementedError('only small batches')\n"
         "    return reference_forward(w, batch, config)\n"
     ))  # fmt: skip
     out = tmp_path / "study"
     flags = ["ablate", "--design", path, "--input", names, "--out", str(out), "--jobs", "1"]
-    flags += ["--no-stack", "--dropout", "0.1", *TINY]
+    flags += ["--no-stack", "--batch-size", "16", *TINY]
     rc, _, err = run_cli(*flags)
     line = one_line(err)
     assert rc == 2 and f"design file {path}: its forward failed: NotImplementedError" in line

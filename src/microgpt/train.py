@@ -105,7 +105,8 @@ def prepare(
         from microgpt.tensor.design_check import prepared
 
         texts = split.train + split.val
-        checked = prepared(design, config, lambda: check_docs(texts, tokenizer, train.data))
+        docs = lambda: check_docs(texts, tokenizer, train.data)  # noqa: E731 - if needed
+        checked = prepared(design, config, docs, train.dropout)
         weights = checked.initial_weights(rng, reference=weights)
     return config, Prepared(split, tokenizer, fp, input_path, weights, rng, checked)
 

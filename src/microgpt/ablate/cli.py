@@ -350,7 +350,8 @@ def _check_files(study, docs: list[str], tokenizer) -> dict:
         f = study.file(name)
         design = load(f.path)
         config = ModelConfig(vocab_size=tokenizer.vocab_size, **model)
-        checked = check_once(design, config, design.resolve(values), texts)
+        dropout = study.train.dropout  # its runs-apart check with the runs' dropout too
+        checked = check_once(design, config, design.resolve(values), texts, dropout=dropout)
         out[checked_key(name, values, model)] = (tuple(checked.shapes), checked.num_params)
     return out
 

@@ -11,7 +11,9 @@ fails with one line naming the file and what broke:
   its logits packed with the others, within float64 rounding (the shapes differ);
 - the runs of a stack do not mix: a stack's gradients, through the training path itself
   (`stack.Stack` and `model.TensorGPT` with the design's `design_net.DesignNet`), equal each
-  run's own.
+  run's own; and again with dropout on, when the runs train with dropout (`dropout`): a design
+  that draws its masks from anything but the run's own generator (`blocks.dropout`) fails
+  there.
 
 Which weights a design uses is found by autograd: the gradient of the loss with respect to
 every weight the file may use (`DesignFile.shapes`), `allow_unused`; a weight the loss does not
@@ -111,23 +113,27 @@ def unchecked(run: DesignRun, config: ModelConfig, what: str = "the study") -> C
     return Checked(design, config, settings, used, tuple(n for n in shapes if n not in used))
 
 
-def prepared(run: DesignRun, config: ModelConfig, docs: Callable[[], list[list[int]]]):
-    """`run`'s design for `config`: checked on `docs()` (once in this process), or as checked
-    before when `run.used` says (`unchecked`)."""
+def prepared(run: DesignRun, config: ModelConfig, docs: Callable[[], list[list[int]]], dropout=0.0):
+    """`run`'s design for `config`: checked on `docs()` (once in this process; with the runs'
+    `dropout`), or as checked before when `run.used` says (`unchecked`)."""
     if run.used is not None:
         return unchecked(run, config)
     design = run.load()
-    return check_once(design, config, design.resolve(run.values()), docs())
+    settings = design.resolve(run.values())
+    return check_once(design, config, settings, docs(), dropout=dropout)
 
 
 _CHECKED: dict[tuple, Checked] = {}  # check's results in this process: (file, version, ...)
 
 
-def check_once(design: DesignFile, config: ModelConfig, settings: Settings, docs, seed=0):
-    """`check`, once per file version, settings, model and documents in this process."""
-    key = (design.path, design.sha256, repr(settings), config, repr(docs), seed)
+def check_once(
+    design: DesignFile, config: ModelConfig, settings: Settings, docs, seed=0, dropout=0.0
+):
+    """`check`, once per file version, settings, model, documents and dropout in this
+    process."""
+    key = (design.path, design.sha256, repr(settings), config, repr(docs), seed, dropout)
     if key not in _CHECKED:
-        _CHECKED[key] = check(design, config, settings, docs, seed)
+        _CHECKED[key] = check(design, config, settings, docs, seed, dropout)
     return _CHECKED[key]
 
 
@@ -137,21 +143,23 @@ def check(
     settings: Settings,
     docs: list[list[int]],
     seed: int = 0,
+    dropout: float = 0.0,
 ) -> Checked:
     """Check `design` for `config` and `settings` on `docs` (encoded documents, at least two
-    of at least three tokens each); the initial weights are drawn for `seed`."""
+    of at least three tokens each); the initial weights are drawn for `seed`. `dropout`: the
+    probability its runs will train with (the runs-apart check is then made with it too)."""
     if len(docs) < 2 or min(len(d) for d in docs) < 3:
         raise ValueError("give at least two documents of at least three tokens")
     design.check_config(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # these small float64 ops: more threads only wait for each other
     try:
-        return _check(design, config, settings, docs, seed)
+        return _check(design, config, settings, docs, seed, dropout)
     finally:
         torch.set_num_threads(threads)
 
 
-def _check(design, config, settings, docs, seed) -> Checked:
+def _check(design, config, settings, docs, seed, dropout) -> Checked:
     run = _Runner(design, config, settings)
     shapes = design.shapes(config, settings)
     initial = design.initial_weights(config, settings, random.Random(seed))
@@ -202,6 +210,8 @@ def _check(design, config, settings, docs, seed) -> Checked:
         _documents_apart(run, noisy, docs, packed)
         _causal(run, noisy, docs)
     _runs_apart(run, checked, initial, docs)
+    if dropout > 0:
+        _runs_apart(run, checked, initial, docs, dropout)
     return checked
 
 
@@ -271,10 +281,12 @@ def _causal(run: _Runner, w: dict, docs: list[list[int]]) -> None:
             )
 
 
-def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[int]]) -> None:
+def _runs_apart(
+    run: _Runner, checked: Checked, initial: dict, docs: list[list[int]], dropout: float = 0.0
+) -> None:
     """A stack's loss and gradients, through the training path itself (`Stack` and
     `TensorGPT` with the design's net), equal each run's own: two runs, each with its own
-    noisy weights and documents."""
+    noisy weights and documents; with `dropout`, each drawing its masks."""
     base = {n: _tensor(initial[n]) for n in checked.shapes}
     runs = [_noisy(base, random.Random(NOISE_SEED + 1 + s)) for s in range(2)]
     halves = [docs[0::2], docs[1::2]]
@@ -282,7 +294,14 @@ def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[i
         stacked = {n: torch.stack([w[n] for w in runs]) for n in checked.shapes}
         run.logits(stacked, run.packer.pack_runs(halves), "on a stack of 2 runs")
     weights = [{n: w[n].tolist() for n in checked.shapes} for w in runs]
-    trains = [TrainConfig(seed=s) for s in range(2)]  # a stack's runs differ in seed alone
+    # a stack's runs differ in seed alone
+    trains = [TrainConfig(seed=s, dropout=dropout) for s in range(2)]
+    mix = "the runs of a stack mix"
+    if dropout > 0:
+        mix = (
+            f"with dropout {dropout:g} the runs of a stack mix (draw dropout's masks with "
+            "microgpt.tensor.blocks.dropout, from each run's own generator)"
+        )
     config, net = checked.config, checked.net(resolve(CPU64))
     stack = Stack(config, weights, trains, CPU64, net)
     losses = torch.tensor(stack.stack_step(halves, [0.0, 0.0]), dtype=torch.float64)
@@ -294,14 +313,14 @@ def _runs_apart(run: _Runner, checked: Checked, initial: dict, docs: list[list[i
             losses[s],
             loss,
             ROUNDING,
-            "the runs of a stack mix: a run's loss in a stack differs from its own",
+            f"{mix}: a run's loss in a stack differs from its own",
         )
         _same(
             run.design,
             stack.grad[s],
             solo.grad,
             GRAD_ROUNDING,
-            "the runs of a stack mix: a run's gradient in a stack differs from its own",
+            f"{mix}: a run's gradient in a stack differs from its own",
         )
 
 
