@@ -37,6 +37,7 @@ FAST = (
     "test_optim.py",
     "test_muon.py",
     "test_settings.py",
+    "test_softcap_init.py",
     # stacks
     "test_stack.py::test_runs_of_a_stack_are_their_solo_runs[reference-30steps-batch8]",
     "test_stack.py::test_runs_of_a_stack_are_their_solo_runs[qk_norm=True-30steps-batch1]",

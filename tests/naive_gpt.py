@@ -14,7 +14,9 @@ Besides the reference design it implements every design switch of `microgpt.conf
 keyword argument with the reference's value as default): `tie_lm_head`, `input_rmsnorm`,
 `final_rmsnorm`, `mlp_activation` (relu, relu2, gelu in tanh form), `qk_norm` and `position`
 (learned, or rope: no wpe, pairs (x[i], x[i + D/2]) of each head's q and k rotated by
-pos * 10000**(-2i/D)).
+pos * 10000**(-2i/D)) and `init` (gaussian, or zero: the same draws, then every attn_wo and
+mlp_fc2 zero and lm_head times 1/80; a tied head keeps wte's draws); and the logit soft-cap,
+`logit_softcap` C (0: off): the logits become C * tanh(logits / C).
 
     NaiveGPT(vocab_size, rng, n_layer=1, ..., **switches)   the model: weights drawn from rng
     NaiveRun(docs, seed=42, **model)                        the reference script around it:
@@ -166,6 +168,8 @@ class NaiveGPT:
         mlp_activation="relu",
         qk_norm=False,
         position="learned",
+        init="gaussian",
+        logit_softcap=0.0,
     ):
         self.vocab_size = vocab_size
         self.n_layer, self.n_embd, self.n_head = n_layer, n_embd, n_head
@@ -174,6 +178,7 @@ class NaiveGPT:
         self.tie_lm_head, self.input_rmsnorm = tie_lm_head, input_rmsnorm
         self.final_rmsnorm, self.mlp_activation = final_rmsnorm, mlp_activation
         self.qk_norm, self.position = qk_norm, position
+        self.logit_softcap = logit_softcap
 
         def matrix(nout, nin, std=0.08):  # drawn row by row
             return [[Value(rng.gauss(0, std)) for _ in range(nin)] for _ in range(nout)]
@@ -188,6 +193,14 @@ class NaiveGPT:
                 sd[f"layer{i}.{name}"] = matrix(n_embd, n_embd)
             sd[f"layer{i}.mlp_fc1"] = matrix(4 * n_embd, n_embd)
             sd[f"layer{i}.mlp_fc2"] = matrix(n_embd, 4 * n_embd)
+        if init == "zero":  # drawn as above, then the output projections zeroed, the head shrunk
+            for i in range(n_layer):
+                for name in ("attn_wo", "mlp_fc2"):
+                    sd[f"layer{i}.{name}"] = [
+                        [Value(0.0) for _ in row] for row in sd[f"layer{i}.{name}"]
+                    ]
+            if not tie_lm_head:
+                sd["lm_head"] = [[Value(p.data * (1 / 80)) for p in row] for row in sd["lm_head"]]
         self.sd = sd
         self.params = [p for mat in sd.values() for row in mat for p in row]
         self.m = [0.0] * len(self.params)  # Adam first moments
@@ -240,7 +253,11 @@ class NaiveGPT:
             x = [a + b for a, b in zip(x, x_residual)]
         if self.final_rmsnorm:
             x = rmsnorm(x)
-        return linear(x, sd["wte"] if self.tie_lm_head else sd["lm_head"])
+        logits = linear(x, sd["wte"] if self.tie_lm_head else sd["lm_head"])
+        if self.logit_softcap:
+            c = self.logit_softcap
+            logits = [c * (z / c).tanh() for z in logits]
+        return logits
 
     def doc_loss(self, tokens):
         """Mean next-token NLL over one encoded document, as a graph node."""

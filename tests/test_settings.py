@@ -202,9 +202,9 @@ def test_runs_with_different_schedules_stack_as_they_train_alone():
 def test_ablate_reads_its_numeric_lists_from_the_declarations_unchanged():
     from microgpt.ablate import plan
 
-    assert plan.MODEL_LEVELS == ("n_layer", "n_embd", "n_head", "block_size")
-    assert plan.REAL == ("learning_rate", "z_loss")
-    assert plan.MAY_BE_ZERO == ("z_loss",)
+    assert plan.MODEL_LEVELS == ("n_layer", "n_embd", "n_head", "block_size", "logit_softcap")
+    assert plan.REAL == ("logit_softcap", "learning_rate", "z_loss")
+    assert plan.MAY_BE_ZERO == ("logit_softcap", "z_loss")
 
 
 # --decay-fraction's errors, before anything trains -----------------------------------------------

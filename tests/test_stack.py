@@ -126,7 +126,9 @@ def force(stack: Stack, s: int, solo: TensorGPT) -> None:
 # the last bits so fast that whether it crosses the tolerances is a fact about the CPU's kernels.
 # "all": past 1e-12 at step 33 at batch 1 and step 103 at batch 8 of 200 on an Intel Xeon, never
 # at batch 8 on an AMD EPYC; its solo run alone, its initial weights moved by one ulp, drifts as
-# far. The teacher-forced test holds it at every step.
+# far. With the zero init and the soft-cap in it too: at steps 54 and 41 on the Xeon. The
+# teacher-forced test holds it at every step. (The zero init and the soft-cap alone stay within
+# a thousandth of the tolerances over 200 steps, free-running.)
 CHAOTIC = {"all"}
 BATCHES = pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 
@@ -303,12 +305,12 @@ def test_low_precision_stacks_stay_close_to_their_solo_runs(dtype):
             force(stack, s, solo)
         docs, lrs = runs.docs(step), runs.lrs(step)
         got = stack.stack_step(docs, lrs)
-        norms = stack.adam.last_grad_norm.view(-1).tolist()
+        norms = stack.optimizer.last_grad_norm.view(-1).tolist()
         for s, solo in enumerate(solos):
             want = solo.train_step(docs[s], lrs[s])
             assert math.isfinite(got[s])
             worst = max(worst, abs(got[s] - want))
-            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.adam.last_grad_norm)))
+            worst_norm = max(worst_norm, loss_error(norms[s], float(solo.optimizer.last_grad_norm)))
     print(f"{dtype}: max |loss difference| {worst:.2e}, gradient norm {worst_norm:.2e} relative")
     assert worst <= tolerance
     assert worst_norm <= tolerance

@@ -229,6 +229,50 @@ def test_cross_entropy_without_z_loss_is_the_plain_formula_bit_for_bit():
         assert torch.equal(got[0], want_loss) and torch.equal(got[1], want_grad)
 
 
+# logit soft-capping -------------------------------------------------------------------------------
+
+
+def softcap_op(cap):
+    def forward(z):
+        y, t = ops.softcap(z, cap)
+        return y, (t,)
+
+    return as_function(forward, lambda dy, z, t: (ops.softcap_backward(dy, t),))
+
+
+@pytest.mark.parametrize("cap", [0.5, 3.0, 30.0])
+def test_softcap_matches_autograd(cap):
+    z = leaf(6, 5) * 4  # logits from well inside the cap to several times it
+    dy = torch.randn(6, 5, dtype=F64)
+    want_y = cap * torch.tanh(z / cap)
+    (want,) = torch.autograd.grad(want_y, z, dy)
+    y, t = ops.softcap(z.detach(), cap)
+    torch.testing.assert_close(y, want_y.detach(), rtol=1e-14, atol=0)
+    assert y.abs().max() < cap
+    torch.testing.assert_close(ops.softcap_backward(dy, t), want, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(want, dy * (1 - torch.tanh(z.detach() / cap) ** 2))
+
+
+@pytest.mark.parametrize("cap", [0.5, 3.0])
+def test_softcap_finite_differences(cap):
+    assert torch.autograd.gradcheck(softcap_op(cap), (leaf(4, 6, seed=2) * 2,))
+
+
+def test_softcap_then_cross_entropy_matches_autograd():
+    """The order of the training loss: soft-cap, then the cross-entropy with its z-loss term,
+    whose log Z is of the capped logits; the gradient back through both to the raw logits."""
+    cap, c = 2.0, 0.1
+    z = leaf(6, 5) * 3
+    targets = torch.tensor([[0], [4], [2], [2], [1], [0]])
+    weights = torch.tensor([[0.5], [0.25], [0.25], [0.0], [1.0], [0.0]], dtype=F64)
+    want_loss = z_loss_reference(cap * torch.tanh(z / cap), targets, weights, c)
+    (want,) = torch.autograd.grad(want_loss, z)
+    y, t = ops.softcap(z.detach(), cap)
+    loss, dy = ops.cross_entropy_with_grad(y, targets, weights, -weights, c)
+    torch.testing.assert_close(loss.view(()), want_loss.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(ops.softcap_backward(dy, t), want, rtol=1e-12, atol=1e-15)
+
+
 # the MLP's activations ---------------------------------------------------------------------------
 
 

@@ -240,6 +240,16 @@ class ModelConfig:
     block_size: int = setting(
         16, "int", "context length in tokens (default 16)", within="> 0", metavar="N", group="model"
     )
+    # a number that changes the model's function (so a checkpoint keeps it), not its size
+    logit_softcap: float = setting(
+        0.0,
+        "real",
+        "logit soft-cap: the output logits z become C tanh(z / C) wherever they are used "
+        "(training and held-out losses, z-loss, diagnostics, sampling) (default 0: off)",
+        within=">= 0",
+        metavar="C",
+        group="model",
+    )
     # design switches: the reference's value first; each is read once in each mode's model
     tie_lm_head: bool = switch(
         False,
@@ -277,6 +287,14 @@ class ModelConfig:
         ("learned positions", "rope"),
         "position encoding: learned (a wpe matrix) or rope (rotary q and k, base 10000, "
         "no wpe) (default: learned)",
+    )
+    init: str = switch(
+        "gaussian",
+        ("gaussian", "zero"),
+        ("gaussian init", "zero init"),
+        "initial weights: gaussian (every weight N(0, 0.08), the reference's) or zero (the "
+        "same draws, then attn_wo and mlp_fc2 set to 0 and lm_head scaled by 1/80, to std "
+        "0.001; a tied head is wte, which keeps its draws) (default: gaussian)",
     )
 
     def __post_init__(self) -> None:
@@ -593,7 +611,7 @@ def _settings(config: type) -> dict[str, Setting]:
     return {s.name: s for s in declared}
 
 
-SIZE_SETTINGS = _settings(ModelConfig)  # every size but vocab_size (the data's)
+SIZE_SETTINGS = _settings(ModelConfig)  # the sizes but vocab_size (the data's), and the soft-cap
 TRAIN_SETTINGS = _settings(TrainConfig)  # every TrainConfig field
 SETTINGS = SIZE_SETTINGS | TRAIN_SETTINGS  # every setting, by name: what `ablate` may vary
 assert set(TRAIN_SETTINGS) == {f.name for f in fields(TrainConfig)}

@@ -28,9 +28,13 @@ and `weights`:
 - `weights(config, s)`: `{name: spec}` of the weights the file adds, with their shape as a
   function of the model's sizes and their initialisation (`normal`, `zeros`, `ones`,
   `constant`); a reference weight listed there keeps its shape and is re-initialised
-  (zero-initialised projections). A weight the forward does not use (a reference weight a
-  design replaces) is neither trained nor counted: `tensor.design_check` finds which by
-  autograd.
+  (zero-initialised projections), or rescaled (`scaled`: its own draws times a factor). A
+  weight the forward does not use (a reference weight a design replaces) is neither trained
+  nor counted: `tensor.design_check` finds which by autograd. The built-in `init` switch
+  (`--init zero`) acts on the reference's draws before the file's specs, in a file that
+  honours it.
+- `--logit-softcap` caps the logits of every design, a file's too, after its forward (as the
+  built-in net's): a head's setting, as z-loss is.
 
 Initial weights (`initial_weights`): the whole reference set is drawn first, in the
 reference's order from the run's seeded stream, so that every weight a design keeps is the
@@ -114,6 +118,19 @@ def ones(rows: int, cols: int, muon: bool | None = None) -> Weight:
 
 def constant(rows: int, cols: int, value: float, muon: bool | None = None) -> Weight:
     return Weight(rows, cols, value=float(value), muon=muon)
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A reference weight re-initialised as its own draws times `factor`, drawing nothing
+    more (nanochat's small head: `scaled(1 / 80)` of lm_head's gauss(0, 0.08), std 0.001)."""
+
+    factor: float
+    muon: bool | None = None
+
+
+def scaled(factor: float, muon: bool | None = None) -> Scaled:
+    return Scaled(float(factor), muon)
 
 
 # settings ----------------------------------------------------------------------------------------
@@ -227,11 +244,18 @@ class DesignFile:
         for name, spec in specs.items():
             if not isinstance(name, str) or not NAME.fullmatch(name):
                 raise self.error(f"weights(): {name!r} is not a weight name (letters, digits, _.)")
+            if isinstance(spec, Scaled):
+                if name not in reference:
+                    raise self.error(
+                        f"weights(): scaled() multiplies a reference weight's own draws: "
+                        f"{name} is not one (give it normal(rows, cols, std) instead)"
+                    )
+                continue
             if not isinstance(spec, Weight):
                 raise self.error(
                     f"weights(): {name} is {type(spec).__name__}: give normal(rows, cols), "
-                    "zeros(rows, cols), ones(rows, cols) or constant(rows, cols, value) "
-                    "from microgpt.design"
+                    "zeros(rows, cols), ones(rows, cols), constant(rows, cols, value) or "
+                    "scaled(factor) from microgpt.design"
                 )
             if name in reference and spec.shape != reference[name]:
                 rows, cols = reference[name]
@@ -247,7 +271,8 @@ class DesignFile:
         reference's, then the file's new ones."""
         out = dict(config.param_shapes())
         for name, spec in self.weight_specs(config, settings).items():
-            out.setdefault(name, spec.shape)
+            if name not in out:
+                out[name] = spec.shape
         return out
 
     def initial_weights(
@@ -262,7 +287,10 @@ class DesignFile:
         `rng` after them in the order `weights` lists them."""
         out = dict(reference if reference is not None else init_weights(config, rng))
         for name, spec in self.weight_specs(config, settings).items():
-            out[name] = spec.draw(rng)
+            if isinstance(spec, Scaled):
+                out[name] = [[x * spec.factor for x in row] for row in out[name]]
+            else:
+                out[name] = spec.draw(rng)
         return out
 
     def declared_muon(self, config: ModelConfig, settings: Settings) -> dict[str, bool]:

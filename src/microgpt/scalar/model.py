@@ -38,6 +38,12 @@ def logsumexp(logits: list[Value]) -> Value:
     return vsum([(v - m).exp() for v in logits]).log() + m
 
 
+def softcap(logits: list[Value], cap: float) -> list[Value]:
+    """Logit soft-capping (Gemma 2): cap * tanh(z / cap), within (-cap, cap) and close to z
+    where |z| << cap; d/dz = 1 - tanh²(z / cap)."""
+    return [cap * (z / cap).tanh() for z in logits]
+
+
 # the MLP's activation (`mlp_activation`), elementwise over the hidden units ----------------------
 
 GELU_C = math.sqrt(2 / math.pi)
@@ -121,11 +127,13 @@ class ScalarGPT:
         self.rope = None  # (cos, sin), each (block_size, head_dim / 2), with RoPE
         if config.position == "rope":  # the one read of position
             self.rope = rope_tables(config.head_dim, config.block_size)
+        self.softcap = config.logit_softcap  # the one read of logit_softcap (0: off)
 
     # forward -----------------------------------------------------------------------------------
 
     def forward(self, token: int, pos: int, keys: list, values: list) -> list[Value]:
-        """Logits for the next token after `token` at `pos`; appends to the key/value cache."""
+        """Logits for the next token after `token` at `pos` (soft-capped with
+        --logit-softcap); appends to the key/value cache."""
         c, w = self.config, self.weights
         x = w["wte"][token]
         if self.rope is None:  # learned positions: add wpe (RoPE turns q and k instead)
@@ -137,7 +145,10 @@ class ScalarGPT:
             x = self.mlp(i, x)
         if c.final_rmsnorm:
             x = rmsnorm(x)
-        return linear(x, w["wte"] if c.tie_lm_head else w["lm_head"])
+        logits = linear(x, w["wte"] if c.tie_lm_head else w["lm_head"])
+        if self.softcap:
+            logits = softcap(logits, self.softcap)
+        return logits
 
     def attention(self, i: int, x: list[Value], pos: int, keys: list, values: list) -> list:
         """x + attn_wo · heads(rmsnorm(x)), each head over every cached position."""
@@ -170,7 +181,8 @@ class ScalarGPT:
 
     def token_losses(self, tokens: list[int], z_loss: float = 0.0) -> list[Value]:
         """-log p(next token) at each of the document's positions, plus z_loss * (log Z)² (Z
-        the softmax's normaliser) when z_loss is not 0."""
+        the softmax's normaliser, of the soft-capped logits with --logit-softcap) when z_loss
+        is not 0."""
         inputs, targets = training_pairs(tokens, self.config.block_size)
         keys = [[] for _ in range(self.config.n_layer)]
         values = [[] for _ in range(self.config.n_layer)]

@@ -38,7 +38,7 @@ from microgpt.errors import UserError
 from microgpt.tensor.blocks import DesignBatch, design_batch
 from microgpt.tensor.device import Placement
 from microgpt.tensor.net import NO_DROPOUT, Activations
-from microgpt.tensor.ops import cross_entropy_with_grad
+from microgpt.tensor.ops import cross_entropy_with_grad, softcap, softcap_backward
 from microgpt.tensor.packing import Batch
 from microgpt.tensor.params import FlatLayout
 
@@ -107,6 +107,9 @@ class DesignNet:
         self.design_forward = forward
         self.layout = FlatLayout(shapes)  # no fused views: a design's q, k and v are its own
         self.muon = muon
+        # --logit-softcap caps whatever logits a design gives, as the built-in net's, wherever
+        # they are used (losses, z-loss, diagnostics, sampling): a head's setting, as z-loss is
+        self.softcap = config.logit_softcap
 
     def views(self, flat: Tensor, grad: Tensor, rows=None) -> DesignViews:
         """The weights of `flat` (compute dtype) as leaves whose `.grad` are the views of
@@ -147,9 +150,10 @@ class DesignNet:
             acts.attention.extend(AttentionLog(q, k) for q, k in log)
         return logits
 
-    def logits(self, x: Tensor, v: DesignViews) -> Tensor:
-        """`forward` gave logits already: in the loss dtype."""
-        return x.to(self.placement.loss_dtype)
+    def logits(self, x: Tensor, v: DesignViews, acts: Activations | None = None) -> Tensor:
+        """`forward` gave logits already: in the loss dtype, soft-capped with --logit-softcap."""
+        logits = x.to(self.placement.loss_dtype)
+        return softcap(logits, self.softcap)[0] if self.softcap else logits
 
     def loss_and_grad(
         self, batch: Batch, v: DesignViews, drop: tuple = NO_DROPOUT, z_loss: float = 0.0
@@ -157,13 +161,15 @@ class DesignNet:
         """The training loss on `batch`, (*S, 1, 1); its gradient is left in `v.grad`."""
         v.grad.zero_()
         logits = self.forward(batch, v, None, drop if drop[0] > 0 else NO_DROPOUT)
+        z = logits.detach().to(self.placement.loss_dtype)
+        t = None  # tanh(z / cap), with --logit-softcap
+        if self.softcap:
+            z, t = softcap(z, self.softcap)
         loss, dlogits = cross_entropy_with_grad(
-            logits.detach().to(self.placement.loss_dtype),
-            batch.targets,
-            batch.weights,
-            batch.neg_weights,
-            z_loss,
+            z, batch.targets, batch.weights, batch.neg_weights, z_loss
         )
+        if t is not None:  # back through the soft-cap, in the loss dtype, as the built-in net
+            dlogits = softcap_backward(dlogits, t)
         try:
             backward(logits, dlogits.to(logits.dtype))
         except Exception as e:  # noqa: BLE001 - an error in the backward of the user's ops

@@ -100,7 +100,8 @@ class TensorGPT(FlatState):
         dropout, no update): the largest attention logit q·k / sqrt(D) before the softmax, over
         every layer, head and real query position and the keys it may see (None when the net
         records no attention: a design file whose forward calls no attention block); and the
-        output logits' mean and max over every real position and the vocabulary."""
+        output logits' mean and max over every real position and the vocabulary (the logits the
+        loss sees: soft-capped with --logit-softcap, so their max stays below the cap)."""
         self._refresh_compute_weights()
         batch = self.packer.pack(docs)
         acts = Activations()  # given, so that the forward keeps q and k

@@ -52,6 +52,8 @@ from microgpt.tensor.ops import (
     rope,
     rope_backward,
     rope_tables,
+    softcap,
+    softcap_backward,
 )
 from microgpt.tensor.packing import Batch
 from microgpt.tensor.params import FlatLayout
@@ -97,6 +99,7 @@ class Activations:
     final_rmsnorm: tuple[Tensor, Tensor] | None = None  # (output, rstd) when the switch is on
     rope: tuple[Tensor, Tensor] | None = None  # RoPE's cos, sin at each position (*S, N, D)
     x: Tensor | None = None  # final hidden state (*S, N, C), the input of the head
+    softcap: Tensor | None = None  # (*S, N, V) tanh(logits / cap), with --logit-softcap
     embd_scale: Tensor | None = None  # (*S, N, C) dropout's scale of the embeddings, if any
 
 
@@ -138,6 +141,7 @@ class GPTNet:
         if config.position == "rope":  # the one read of position
             self.rope = rope_tables(config.head_dim, config.block_size, p.compute_dtype, p.device)
         self._eps = torch.tensor(RMS_EPS, dtype=p.compute_dtype, device=p.device)
+        self.softcap = config.logit_softcap  # the one read of logit_softcap (0: off)
 
     def views(self, flat: Tensor, grad: Tensor, rows=None) -> Views:
         """The views of weights `flat` (compute dtype) and gradient `grad`, (*S, numel) each;
@@ -224,14 +228,22 @@ class GPTNet:
         x, out_scale = residual(x, hidden, v.w_t[f"layer{i}.mlp_fc2"], *drop)
         return x, MLPActs(x_norm, rstd, hidden, saved, out_scale)
 
-    def logits(self, x: Tensor, v: Views) -> Tensor:
-        """(*S, N, C) -> (*S, N, V), in the loss dtype."""
-        return mm(x, v.w_t[self.head]).to(self.placement.loss_dtype)
+    def logits(self, x: Tensor, v: Views, acts: Activations | None = None) -> Tensor:
+        """(*S, N, C) -> (*S, N, V), in the loss dtype; soft-capped with --logit-softcap (its
+        tanh kept in `acts` when given, for the backward)."""
+        logits = mm(x, v.w_t[self.head]).to(self.placement.loss_dtype)
+        if not self.softcap:
+            return logits
+        logits, t = softcap(logits, self.softcap)
+        if acts is not None:
+            acts.softcap = t
+        return logits
 
     # backward -------------------------------------------------------------------------------------
 
     def backward(self, batch: Batch, dlogits: Tensor, acts: Activations, v: Views) -> None:
-        """Write d loss / d weight of every matrix into `v.grad`, layers in reverse."""
+        """Write d loss / d weight of every matrix into `v.grad`, layers in reverse, from
+        `dlogits`, the gradient of the head's output (before any soft-cap)."""
         w, g = v.w, v.g
         v.grad.zero_()
         accumulate(g[self.head], dlogits.mT, acts.x)  # (*S, V, C)
@@ -293,13 +305,15 @@ class GPTNet:
     def loss_and_grad(
         self, batch: Batch, v: Views, drop: tuple = NO_DROPOUT, z_loss: float = 0.0
     ) -> Tensor:
-        """The training loss on `batch`, (*S, 1, 1) (with `z_loss`, PaLM's auxiliary term); its
-        gradient is left in `v.grad`."""
+        """The training loss on `batch`, (*S, 1, 1) (with `z_loss`, PaLM's auxiliary term, of
+        the soft-capped logits with --logit-softcap); its gradient is left in `v.grad`."""
         acts = Activations()
-        logits = self.logits(self.forward(batch, v, acts, drop), v)
+        logits = self.logits(self.forward(batch, v, acts, drop), v, acts)
         loss, dlogits = cross_entropy_with_grad(
             logits, batch.targets, batch.weights, batch.neg_weights, z_loss
         )
+        if acts.softcap is not None:  # back through the soft-cap, in the loss dtype
+            dlogits = softcap_backward(dlogits, acts.softcap)
         self.backward(batch, dlogits.to(self.placement.compute_dtype), acts, v)
         return loss
 

@@ -154,6 +154,21 @@ def cross_entropy_with_grad(
     return loss, dlogits.scatter_add_(-1, targets, neg_weights)
 
 
+# logit soft-capping (Gemma 2): y = cap * tanh(z / cap) ------------------------------------------
+
+
+def softcap(z: Tensor, cap: float) -> tuple[Tensor, Tensor]:
+    """cap * tanh(z / cap), elementwise (scalar mode's `softcap`): every logit within (-cap,
+    cap), close to z where |z| << cap. Returns y and t = tanh(z / cap), what the backward needs."""
+    t = torch.mul(z, 1 / cap).tanh_()
+    return t * cap, t
+
+
+def softcap_backward(dy: Tensor, t: Tensor) -> Tensor:
+    """dz = dy (1 - t²) = dy - dy t t, t = tanh(z / cap)."""
+    return torch.addcmul(dy, dy * t, t, value=-1)
+
+
 # the MLP's activations: forward(x) -> (y, saved), backward(dy, saved) -> dx -----------------------
 
 
