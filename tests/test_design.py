@@ -920,3 +920,24 @@ def test_a_design_drawing_its_own_dropout_masks_is_refused_for_runs_with_dropout
     assert "blocks.dropout" in str(e.value) and "\n" not in str(e.value)
     reference = load(REFERENCE)
     check(reference, config_for(), reference.resolve(), docs, dropout=0.1)
+
+
+def test_scaled_rescales_a_reference_weights_own_draws(tmp_path):
+    """`scaled(f)`: a reference weight's own draws times f, drawing nothing, so the weights
+    after it keep their draws; on a weight of the file's own it is a one-line error."""
+    text = SOFTCAP + (
+        "\nfrom microgpt.design import normal, scaled\n\n"
+        "def weights(config, s):\n"
+        "    return {'lm_head': scaled(0.5), 'extra': normal(1, 2)}\n"
+    )
+    d = load(write(tmp_path, text))
+    config, s = config_for(), d.resolve()
+    got = d.initial_weights(config, s, random.Random(3))
+    rng = random.Random(3)
+    want = init_weights(config, rng)
+    assert got["lm_head"] == [[0.5 * x for x in row] for row in want["lm_head"]]
+    assert got["extra"] == [[rng.gauss(0, 0.08) for _ in range(2)]]
+    assert d.shapes(config, s) == {**config.param_shapes(), "extra": (1, 2)}
+    bad = load(write(tmp_path, text.replace("'lm_head': scaled", "'mine': scaled"), "bad.py"))
+    with pytest.raises(UserError, match="scaled\\(\\) multiplies a reference weight's own draws"):
+        bad.shapes(config, s)
