@@ -2,10 +2,10 @@
 
 `prepare` reads and splits the documents (or the stream) and draws the initial weights (of a
 design file too: its checks first, `tensor.design_check`); `train` runs the steps on a `GPT`
-(either mode) and returns a `RunResult`; `train_stack` runs many at
-once as one stack (tensor mode). Both go through one `Loop`, a solo run being a stack of one:
-the same steps, divergence, evaluation, diagnostics and speed figures; what `microgpt train`
-adds (metrics, callbacks, checkpoints) comes in through `Hooks`. The CLI and `ablate` use them.
+(either mode) and returns a `RunResult`; `train_stack` runs many at once as one stack (tensor
+mode). Both go through one `Loop`, a solo run being a stack of one: the same steps, divergence,
+evaluation, diagnostics and speed figures; what `microgpt train` adds (metrics, callbacks,
+checkpoints) comes in through `Hooks`. The CLI and `ablate` use them.
 
 Held-out figures: `val_loss` is the reference's, the mean over the first `val_docs` held-out
 documents of each one's mean loss; `val_loss_per_token` is the mean over every predicted token of
@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from microgpt import checkpoint
@@ -104,8 +105,7 @@ def prepare(
     if design is not None:
         from microgpt.tensor.design_check import prepared
 
-        texts = split.train + split.val
-        docs = lambda: check_docs(texts, tokenizer, train.data)  # noqa: E731 - if needed
+        docs = partial(check_docs, split.train + split.val, tokenizer, train.data)  # if needed
         checked = prepared(design, config, docs, train.dropout)
         weights = checked.initial_weights(rng, reference=weights)
     return config, Prepared(split, tokenizer, fp, input_path, weights, rng, checked)
