@@ -253,7 +253,7 @@ def comparison_tables(results: Results, level: Level) -> list[Table] | None:
     effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
     title = comparison_title(len(results.seeds), results.adjustment, name, sweep)
     against = comparison_table(differences, name, "design", f"Against the {name}", title)
-    tables = [replace(against, caveat=params_caveat(designs))]
+    tables = [replace(against, caveat=params_caveat(designs, listed=sweep))]
     if effects:
         note = effects_note(sweep)
         tables.append(comparison_table(effects, name, "effect", "Factorial effects", note))
@@ -278,15 +278,20 @@ def comparison_table(comparisons: list[dict], name: str, first: str, heading: st
     return Table("comparisons", header, tuple(rows), numbers, heading, title)
 
 
-def params_caveat(designs: list[dict]) -> str:
+def params_caveat(designs: list[dict], listed: bool = False) -> str:
     """A warning when a level's designs (their summaries) have different parameter counts
-    (empty when they have the same): then a comparison is not of the design alone."""
+    (empty when they have the same): then a comparison is not of the design alone. `listed`:
+    name each design's count (a sweep's tables have no params column)."""
     counts = {d["design"]: d["params"] for d in designs}
     if len(set(counts.values())) < 2:
         return ""
-    listed = "; ".join(f"{name} {n:,}" for name, n in counts.items())
+    if listed:
+        which = "; ".join(f"{name} {n:,}" for name, n in counts.items())
+    else:
+        low, high = min(counts.values()), max(counts.values())
+        which = f"{low:,} to {high:,}: the params column"
     return (
-        f"Not like for like: the designs' parameter counts differ ({listed}), so a difference "
+        f"Not like for like: the designs' parameter counts differ ({which}), so a difference "
         "may come from the weights a design adds or drops, not from the design alone."
     )
 
