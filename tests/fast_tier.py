@@ -52,6 +52,17 @@ FAST = (
     "test_stack.py::test_a_stack_steps_adam_in_chunks_each_run_at_its_own_rate",
     "test_stack.py::test_runs_diverging_at_different_steps_leave_a_stack_in_order",
     "test_train.py::test_a_stacks_halves_and_diagnostics_are_its_runs_alone",
+    # design files: the reference as a file is the hand-written model; checks; the commands
+    "test_design.py::test_reference_file_is_the_hand_written_model[batch1-solo]",
+    "test_design.py::test_reference_file_is_the_hand_written_model[batch8-stacked]",
+    "test_design.py::test_gradients_accumulate_in_place",
+    "test_design.py::test_a_bad_file_is_one_line",
+    "test_design.py::test_a_broken_design_fails_its_check_in_one_line",
+    "test_design.py::test_example_passes_the_checks",
+    "test_design_cli.py::test_each_example_trains_samples_and_resumes_exactly[reference]",
+    "test_design_cli.py::test_train_errors_are_one_line_before_any_step",
+    "test_design_cli.py::test_a_study_of_design_files",
+    "test_design_cli.py::test_ablate_errors_are_one_line_before_any_run",
     # training
     "test_train.py::test_loss_falls_on_a_tiny_dataset",
     "test_train.py::test_two_runs_are_bit_identical",
