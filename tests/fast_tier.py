@@ -63,6 +63,8 @@ FAST = (
     "test_design_cli.py::test_train_errors_are_one_line_before_any_step",
     "test_design_cli.py::test_a_study_of_design_files",
     "test_design_cli.py::test_ablate_errors_are_one_line_before_any_run",
+    "test_design_cli.py::test_a_design_file_crosses_with_the_training_settings",
+    "test_design_cli.py::test_the_parameter_caveat_is_of_design_files_only",
     # training
     "test_train.py::test_loss_falls_on_a_tiny_dataset",
     "test_train.py::test_two_runs_are_bit_identical",

@@ -692,17 +692,21 @@ BUILT_IN_TWINS = {  # an example design file, and the built-in settings that are
 
 
 @STACKED
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("example", list(BUILT_IN_TWINS))
-def test_the_built_in_softcap_and_zero_init_are_their_example_files(docs, example, stacked):
+def test_the_built_in_softcap_and_zero_init_are_their_example_files(docs, example, tied, stacked):
     """`--logit-softcap 15` and `--init zero` of the hand-written model against
     examples/designs/softcap.py and zero_init.py, float64, batch 8, with dropout, weight decay
-    and clipping: the same initial weights (the file's drawn from the stream as a run draws
-    them), every step's loss within 1e-12 over 200 free-running steps, the final weights and
-    moments within 1e-10."""
+    and clipping, with an untied and a tied head (both files honour tie_lm_head; zero_init's
+    small head is lm_head's, and a tied head is wte, which keeps its draws in both): the same
+    initial weights (the file's drawn from the stream as a run draws them), every step's loss
+    within 1e-12 over 200 free-running steps, the final weights and moments within 1e-10."""
     file = load(EXAMPLES / f"{example}.py")
-    built_in = make_runs(BUILT_IN_TWINS[example], 8, 200, **REGULARISED)
+    head = {"tie_lm_head": tied}
+    built_in = make_runs({**BUILT_IN_TWINS[example], **head}, 8, 200, **REGULARISED)
+    assert built_in.config.tie_lm_head == tied
     trains = built_in.trains
-    preps = [prepare(None, SIZES, tc, file.run(file.resolve()))[1] for tc in trains]
+    preps = [prepare(None, {**SIZES, **head}, tc, file.run(file.resolve()))[1] for tc in trains]
     weights, c = [p.weights for p in preps], preps[0].design
     assert weights == built_in.weights  # the built-in init is the file's, draw for draw
     opts = options()

@@ -397,6 +397,71 @@ def test_dry_run_shows_design_files_and_their_parameter_counts(tmp_path, names):
     assert re.search("runs +params +about", stdout)
 
 
+def test_a_design_file_crosses_with_the_training_settings(names):
+    """A file is one more design axis: it crosses with a training setting's axis (the
+    optimizer) and a level, each run's configs carry its design file and the setting's value,
+    and the file splits stacks as the optimizer does."""
+    from microgpt.ablate.cli import make_study
+    from microgpt.ablate.plan import stack_split
+    from microgpt.cli import parse_args
+
+    study = make_study(parse_args([
+        "ablate", "--design", example("softcap"), "--design-setting", "softcap.cap=24",
+        "--vary", "optimizer", "--vary", "n_embd=4,8", "--input", names, *TINY[:4], *TINY[6:],
+    ]))  # fmt: skip
+    assert [d.label for d in study.designs()] == [
+        "adamw",
+        "muon",
+        "softcap, adamw",
+        "softcap, muon",
+    ]
+    assert study.baseline.flags() == {"optimizer": "adamw", "design_file": "built-in"}
+    assert stack_split(study) == (["optimizer", "design_file", "n_embd"], ["seed"])
+    tasks = study.tasks(".")
+    assert len(tasks) == 2 * 4 * 2
+    for t in tasks:
+        assert t.train.optimizer == t.design.flags()["optimizer"]
+        file = t.design.flags()["design_file"]
+        if file == "built-in":
+            assert t.design_run is None and t.settings["design"] is None
+        else:
+            assert t.design_run.name == "softcap" and t.design_run.values() == {"cap": 24.0}
+            assert t.design_run.used is not None  # as checked at this size
+            assert t.settings["design"]["sha256"] == load(example("softcap")).sha256
+    assert Path(tasks[-1].path).name == "run-n_embd8-softcap_muon-seed1.json"
+
+
+def test_the_parameter_caveat_is_of_design_files_only():
+    """The report's caveat compares each design file's design with the built-in model at the
+    same values of the other axes: a tied head dropping lm_head (a built-in switch) is not
+    warned of, a file that adds weights is, whether or not the head is tied."""
+    from microgpt.ablate.tables import params_caveat
+
+    def design(label, params, **axes):
+        return {"design": label, "params": params, "axes": axes}
+
+    built_in = [
+        design("untied head", 4192, tie_lm_head=False, design_file="built-in"),
+        design("tied head", 3760, tie_lm_head=True, design_file="built-in"),
+    ]
+    assert params_caveat(built_in) == ""
+    assert params_caveat([{k: v for k, v in d.items() if k != "axes"} for d in built_in]) == ""
+    matched = [
+        design("softcap cap=5, untied head", 4192, **{"tie_lm_head": False,
+               "design_file": "softcap", "softcap.cap": 5.0}),
+        design("softcap cap=5, tied head", 3760, **{"tie_lm_head": True,
+               "design_file": "softcap", "softcap.cap": 5.0}),
+    ]  # fmt: skip
+    assert params_caveat(built_in + matched) == ""
+    more = [design("value_embeddings, tied head", 4193, tie_lm_head=True,
+                   design_file="value_embeddings")]  # fmt: skip
+    text = params_caveat(built_in + matched + more)
+    assert text.startswith("Not like for like: the designs' parameter counts differ")
+    assert "(value_embeddings, tied head: the params column)" in text
+    listed = params_caveat(built_in + more, listed=True)
+    assert "value_embeddings, tied head 4,193 against tied head 3,760" in listed
+
+
 def test_a_study_reports_when_parameter_counts_differ(tmp_path, names):
     """A design that adds weights: the report (text and page) says it is not like for like;
     a design without attention records no attention logit, and the report says so."""
@@ -475,6 +540,18 @@ def test_ablate_errors_are_one_line_before_any_run(tmp_path, names):
         (["--design", example("softcap"), "--vary", "softcap.cap=a,b"], "must be a number"),
         (["--design", example("softcap"), "--design-setting", "cap=3"], "write NAME.SETTING"),
         (["--design", example("softcap"), "--mode", "scalar"], "--mode scalar runs the built-in"),
+        (["--design", example("zero_init"), "--vary", "init"],
+         "design zero_init (.*) does not honour init: --vary init would train"),
+        (["--design", write(tmp_path / "m.py", 'name = "muon"\n'
+                            + (EXAMPLES / "parallel.py").read_text())],
+         "its name 'muon' is a value of --optimizer"),
+        (["--design", example("softcap"), "--vary", "design_file"],
+         "a study's design files are its --design FILE flags"),
+        (["--design", example("softcap"), "--vary", "softcap.cap"], "needs its values"),
+        (["--design", example("softcap"), "--vary", "softcap.cap=5,30", "--design-setting",
+          "softcap.cap=3"], r"--design-setting softcap.cap=3 is not among --vary softcap.cap=5,30"),
+        (["--design", example("softcap"), "--vary", "softcap.cap=5,30", "--plan",
+          "one-at-a-time"], "which does not use softcap.cap .* so cap=30 would never run"),
     ]  # fmt: skip
     for extra, message in cases:
         rc, _, err = run_cli(*base, *extra)
