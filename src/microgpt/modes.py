@@ -64,8 +64,13 @@ def make_gpt(
     weights: dict[str, Matrix],
     train: TrainConfig | None = None,
     tensor: TensorOptions | None = None,
+    design=None,
 ) -> GPT:
+    """A model of `mode`; `design`: a design file's `design_check.Checked`, whose net replaces
+    the built-in one (tensor mode only)."""
     train = train or TrainConfig()
+    if design is not None and mode != "tensor":
+        raise UserError(SCALAR_DESIGN)
     if mode == "scalar":
         from microgpt.scalar.model import ScalarGPT
 
@@ -78,8 +83,16 @@ def make_gpt(
     if mode == "tensor":
         from microgpt.tensor import TensorGPT  # imports torch, with a clear error if missing
 
-        return TensorGPT(config, weights, train, tensor or TensorOptions())
+        options = tensor or TensorOptions()
+        net = None if design is None else design.net(options)
+        return TensorGPT(config, weights, train, options, net)
     raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")
+
+
+SCALAR_DESIGN = (
+    "--mode scalar runs the built-in designs only (it is their readable rendering): a design "
+    "file runs in --mode tensor"
+)
 
 
 def check_train_options(mode: str, train: TrainConfig) -> None:

@@ -55,10 +55,11 @@ def run_row(study: Study, task: Task, record: dict) -> dict:
 def run_diagnostics(record: dict) -> dict:
     """A run's diagnostics in brief (None in scalar mode, or without a sample): the largest
     attention logit over its samples (None too if a sample was non-finite: see
-    `attention_overflowed`), and the output logits' mean and max at the last sample."""
+    `attention_overflowed`, or if none was recorded: a design file without attention), and
+    the output logits' mean and max at the last sample."""
     d = record.get("diagnostics") or {}
     samples = d.get("max_attention_logit") or []
-    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if samples else {}
+    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if d.get(DIAGNOSTICS[1]) else {}
     largest = max(samples) if samples and None not in samples else None
     return {"max_attention_logit": largest, **{k: last.get(k) for k in DIAGNOSTICS[1:]}}
 
@@ -224,12 +225,18 @@ def diverged_runs(tasks: list[Task], records: list[dict]) -> list[dict]:
 def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     """The runs whose largest attention logit passed `sweep.ATTENTION_LOGIT_LIMIT` (or became
     non-finite), by level, design and learning rate: how many seeds, and the largest logit
-    (None: non-finite). None when no run has diagnostics (scalar mode)."""
-    measured, over, of = 0, {}, {}
+    (None: non-finite); and the designs whose runs record no attention logit (`unrecorded`: a
+    design file whose forward calls no attention block). None when no run has diagnostics
+    (scalar mode)."""
+    measured, over, of, unrecorded = 0, {}, {}, []
     for task, record in zip(tasks, records):
         if record.get("diagnostics") is None:
             continue
         measured += 1
+        if record["diagnostics"].get("max_attention_logit", []) is None:
+            if task.design.label not in unrecorded:
+                unrecorded.append(task.design.label)
+            continue
         key = (task.level, task.design, task.train.learning_rate)
         of[key] = of.get(key, 0) + 1
         largest = run_diagnostics(record)["max_attention_logit"]
@@ -243,6 +250,7 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     return {
         "threshold": sweep.ATTENTION_LOGIT_LIMIT,
         "runs": measured,
+        **({"unrecorded": unrecorded} if unrecorded else {}),
         "over": [
             {
                 "level": lv.flags(),

@@ -8,12 +8,15 @@ betas, weight decay, clipping, dropout...); a design is one combination of their
 (the sizes, the steps, the batch size, the learning rate and the z-loss): every design is trained
 and compared at every level, and the report asks whether the comparison holds across them. What
 is an axis and what a level is read from the declarations (`AXES`, `LEVELS`): nothing here names
-a setting. A learning-rate sweep (`--lr-sweep`, `Study.lrs`) is an axis of its own: every design
-at every level is trained at every rate of the grid, and compared at its own best rate (see
-`ablate.sweep`). Every other setting is shared by every run. A seed fixes the train/validation
-split and the data order for every design, level and rate alike, so differences between designs
-are paired by seed. The baseline of every comparison is the baseline design (`designs_of`) at
-the same level and seed.
+a setting. Design files (`--design FILE`, `microgpt.design`) are one more kind of design axis
+(`file_axes`): `design_file`, whose values are the built-in model (`BUILT_IN`, the baseline's)
+and each file by its name, and each file's settings, `NAME.SETTING` (`--vary softcap.cap=5,30`),
+used by that file's designs only. A learning-rate sweep (`--lr-sweep`, `Study.lrs`) is an axis of
+its own: every design at every level is trained at every rate of the grid, and compared at its
+own best rate (see `ablate.sweep`). Every other setting is shared by every run. A seed fixes the
+train/validation split and the data order for every design, level and rate alike, so differences
+between designs are paired by seed. The baseline of every comparison is the baseline design
+(`designs_of`) at the same level and seed.
 
 `Study.settings()` is everything a run's numbers depend on besides its own design, level and
 seed, the code that computes them included: a saved run is reused only if its settings match
@@ -29,6 +32,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -47,9 +51,12 @@ from microgpt.config import (
     stack_shared,
     unused,
 )
+from microgpt.design import DesignRun, check_switches, parse_setting
 from microgpt.errors import UserError
 
 NOT_SETTINGS = ("seed", "last_n")  # per run, and a reporting choice: neither names the folder
+FILE_AXIS = "design_file"  # the design axis of a study's design files (`file_axes`) ...
+BUILT_IN = "built-in"  # ... and its value for the built-in model, the baseline's
 PLANS = ("full", "one-at-a-time")
 
 
@@ -60,10 +67,11 @@ PLANS = ("full", "one-at-a-time")
 class Axis:
     """A design axis: a switch or a setting declared `vary="design"`, as a study sees it. Made
     from the declaration (`switch_axis`, `setting_axis`), so that a new declaration is an axis
-    with nothing to add here; any other kind of design choice is one more maker of an Axis."""
+    with nothing to add here; any other kind of design choice is one more maker of an Axis (a
+    design file: `file_axes`)."""
 
     name: str
-    config: str  # "model" or "train": the config whose field it sets
+    config: str  # "model" or "train": the config whose field it sets ("design": a design file's)
     default: object  # the study's value when no flag gives one (a switch's: the reference's)
     every: tuple | None  # every value, taken when none is listed; None: numbers, to be listed
     per_run: bool  # runs that differ in it may share a stack (config.STACK_PER_RUN)
@@ -72,6 +80,10 @@ class Axis:
     parse: Callable[[str], object]  # text -> value, or the declaration's UserError
     label: Callable[[object], str]  # value -> how a design's label shows it
     numeric: bool = False  # its values are numbers: their slugs are name and value, as a level's
+    leads: bool = False  # its label leads a design's, and at its default names a design only
+    # alone (a design file: the model the other axes change; the built-in model, `built-in`)
+    joins: bool = False  # its label joins the label of the axis it applies to (a design
+    # file's setting, after the file's name: `softcap cap=5`)
 
     def used_by(self, values: dict) -> bool:
         """Whether a run whose settings are `values` (name: value) uses it (`applies`)."""
@@ -113,27 +125,31 @@ DEFAULTS = {**REFERENCE_DESIGN, **{name: s.default for name, s in SETTINGS.items
 assert all(a.applies is None or a.applies[0] not in LEVELS for a in AXES.values())
 
 
-def parse_vary(specs: list[str]) -> dict[str, tuple]:
-    """`--vary NAME[=V1,V2,...]` flags as `name: values`, design axes and levels alike.
+def parse_vary(specs: list[str], files: tuple[StudyFile, ...] = ()) -> dict[str, tuple]:
+    """`--vary NAME[=V1,V2,...]` flags as `name: values`, design axes and levels alike, and the
+    settings of a study's design files (`files`), `FILE.SETTING=V1,V2,...` (`file_axes`).
 
     A switch, a name (the optimizer, the schedule) or a yes/no varies over every value it has
-    unless a list is given; a number needs a list. Each value is parsed and checked by its
-    declaration. Dashes or underscores both name a setting."""
+    unless a list is given; a number and a file's setting need a list. Each value is parsed and
+    checked by its declaration (a file's setting: as its default's type). Dashes or underscores
+    both name a setting (a file's setting is named as written)."""
+    axes = {**AXES, **file_axes(files)}
     out: dict[str, tuple] = {}
     for spec in specs:
         name, _, listed = spec.partition("=")
-        name = name.strip().replace("-", "_")
+        name = name.strip()
+        name = name if "." in name else name.replace("-", "_")
         if name in out:
             raise UserError(f"--vary {name} is given twice: give it once with all its values")
         texts = listed.split(",") if listed else []
         if listed and any(not t.strip() for t in texts):
             raise UserError(f"--vary {spec!r} has an empty value: write NAME=V1,V2,...")
-        if name in AXES:
-            every, parse = AXES[name].every, AXES[name].parse
+        if name in axes and name != FILE_AXIS:  # the files are --design's
+            every, parse = axes[name].every, axes[name].parse
         elif name in LEVELS:
             every, parse = None, SETTINGS[name].parse
         else:
-            raise UserError(_not_varied(name))
+            raise UserError(_not_varied(name, files))
         if not texts and every is None:
             raise UserError(f"--vary {name} needs its values: e.g. --vary {name}={_example(name)}")
         try:
@@ -148,9 +164,19 @@ def parse_vary(specs: list[str]) -> dict[str, tuple]:
     return out
 
 
-def _not_varied(name: str) -> str:
+def _not_varied(name: str, files: tuple[StudyFile, ...] = ()) -> str:
     if name == "seed":
         return "--vary seed: a study's seeds are --seeds K or --seed-list S,S,..."
+    if name == FILE_AXIS:
+        return f"--vary {name}: a study's design files are its --design FILE flags"
+    if "." in name:
+        file, _, setting = name.rpartition(".")
+        f = next((f for f in files if f.name == file), None)
+        if f is None:
+            given = ", ".join(f.name for f in files) or "none"
+            return f"--vary {name}: no design file is named {file!r} (the --design files: {given})"
+        known = ", ".join(k for k, _ in f.settings) or "none"
+        return f"--vary {name}: design {file} has no setting {setting!r} (its: {known})"
     if name in SETTINGS:
         return f"--vary {name}: {SETTINGS[name].label} is the study's, the same for every run"
     known = ", ".join([*AXES, *LEVELS])
@@ -159,6 +185,8 @@ def _not_varied(name: str) -> str:
 
 def _example(name: str) -> str:
     """Two values of a number for a message: its default and another."""
+    if name not in SETTINGS:  # a design file's setting
+        return "V1,V2"
     s = SETTINGS[name]
     a = s.default
     b = a * 2 if a else (1 if s.kind == "int" else 0.1)
@@ -196,13 +224,29 @@ class Design:
         """The values of its switches alone (what records called a design before other axes)."""
         return {n: v for n, v in self.values if n in SWITCHES}
 
+    def _parts(self) -> list[tuple[str, str]]:
+        """Its label's parts and their slugs: each axis's in order, a leading axis's first (at
+        its default, only when there is no other part), a joining axis's added to the part of
+        the axis it applies to."""
+        parts = {n: [a.label(v), a.slug(v)] for a, (n, v) in zip(self.axes, self.values)}
+        for a, (n, _) in zip(self.axes, self.values):
+            if a.joins and a.applies[0] in parts:
+                part = parts.pop(n)
+                parts[a.applies[0]][0] += f" {part[0]}"
+                parts[a.applies[0]][1] += f"-{part[1]}"
+        lead, rest, quiet = [], [], []
+        for a, (n, v) in zip(self.axes, self.values):
+            if n in parts:
+                (quiet if a.leads and v == a.default else lead if a.leads else rest).append(n)
+        return [tuple(parts[n]) for n in (lead + rest or quiet)]
+
     @property
     def label(self) -> str:
-        return ", ".join(a.label(v) for a, (_, v) in zip(self.axes, self.values))
+        return ", ".join(label for label, _ in self._parts())
 
     @property
     def slug(self) -> str:  # for file names
-        return "_".join(a.slug(v) for a, (_, v) in zip(self.axes, self.values)) or "design"
+        return "_".join(slug for _, slug in self._parts()) or "design"
 
 
 @dataclass(frozen=True)
@@ -283,6 +327,98 @@ def levels_of(varied: dict[str, tuple]) -> list[Level]:
     ]
 
 
+# design files: one more kind of design axis -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A design file of a study (`--design`): its name (its designs' label), the file (absolute
+    path, sha256), the built-in switches it honours and its settings' values where the study
+    does not vary them (each default, or --design-setting's)."""
+
+    name: str
+    path: str
+    sha256: str
+    switches: tuple[str, ...]
+    settings: tuple[tuple[str, object], ...]
+
+    def entry(self) -> dict:
+        """As a study's settings name it (an edited file is another study)."""
+        return {"path": self.path, "sha256": self.sha256, "settings": dict(self.settings)}
+
+
+def file_axes(files: tuple[StudyFile, ...]) -> dict[str, Axis]:
+    """A study's design files as design axes (none without files): each file's settings,
+    `NAME.SETTING`, used by that file's designs only, each labelled after the file's name
+    (`softcap cap=5`), its default the file's value in this study; then `design_file`, whose
+    values are the built-in model (the baseline's) and each file by its name, leading a
+    design's label. Last in a study's axes, so that `designs_of` lists the built-in model's
+    designs first, then each file's, and a file's settings change faster than the file."""
+    if not files:
+        return {}
+    out = {}
+    for f in files:
+        for setting, value in f.settings:
+            name = f"{f.name}.{setting}"
+            out[name] = Axis(name, "design", value, None, False, (FILE_AXIS, f.name),
+                             f"--design-setting {name}", partial(parse_setting, f.name, setting,
+                             value), partial(_setting_label, setting), joins=True)  # fmt: skip
+    names = (BUILT_IN, *(f.name for f in files))
+    out[FILE_AXIS] = Axis(FILE_AXIS, "design", BUILT_IN, names, False, None, "--design",
+                          partial(_one_of, names), str, leads=True)  # fmt: skip
+    return out
+
+
+def _one_of(names: tuple[str, ...], text: str) -> str:
+    if text not in names:
+        raise UserError(f"{text!r} is not one of the study's designs: {', '.join(names)}")
+    return text
+
+
+def _setting_label(setting: str, value: object) -> str:
+    """A design file's setting in a label: `cap=5`, `affine=true`."""
+    if isinstance(value, bool):
+        return f"{setting}={str(value).lower()}"
+    return f"{setting}={number_text(value) if isinstance(value, (int, float)) else value}"
+
+
+def _check_files(study: Study) -> None:
+    """A study's design files, before anything else is checked: each name apart from the
+    other files', the built-in model's and every named value and label of a design axis (a
+    table's row, a column or a --vary name must say which design it is); every varied switch
+    honoured by every file (else its runs would be the same under two labels)."""
+    taken = {BUILT_IN: "the built-in model's label"}
+    for axis in AXES.values():
+        for value in axis.every or ():
+            taken.setdefault(str(value).lower(), f"a value of {axis.flag}")
+            taken.setdefault(axis.label(value).lower(), f"a label of {axis.flag}")
+    for f in study.files:
+        clash = taken.get(f.name.lower())
+        if clash:
+            raise UserError(
+                f"design file {f.path}: its name {f.name!r} is {clash}: give the file another "
+                'name (name = "..." in it)'
+            )
+        taken[f.name.lower()] = f"design file {f.path}'s name"
+        for switch in (n for n in SWITCHES if n in study.varied):
+            if switch not in f.switches:
+                honoured = ", ".join(f.switches) or "none"
+                raise UserError(
+                    f"design {f.name} ({f.path}) does not honour {switch}: --vary {switch} "
+                    f"would train it unchanged under two labels (it honours: {honoured})"
+                )
+
+
+def checked_key(name: str, settings: dict, model_args: dict) -> str:
+    """`Study.checked`'s key: a design file's name, its settings' values and the model."""
+    return json.dumps([name, settings, model_args], sort_keys=True)
+
+
+def design_settings(run: DesignRun) -> dict:
+    """A file design's run as its settings name it: the file's version and settings."""
+    return {"name": run.name, "sha256": run.sha256, "settings": run.values()}
+
+
 # the study --------------------------------------------------------------------------------------
 
 
@@ -303,6 +439,8 @@ class Task:
     fingerprint: str  # of the documents, checked again by the worker
     settings: dict  # what a saved run must match exactly (JSON values)
     path: str  # the run's own JSON file
+    design_run: DesignRun | None = None  # its design file as it runs it (None: the built-in)
+    params: int | None = None  # its design's parameter count (None: unknown, the config's)
 
     @property
     def label(self) -> str:
@@ -343,6 +481,9 @@ class Study:
     # the end (None: every tenth of its steps); scalar mode has none
     given: dict = field(default_factory=dict)  # a varied axis's flag, when given: one of its
     # listed values, the baseline's (see `baseline_values`)
+    files: tuple[StudyFile, ...] = ()  # design files (`--design`), in the order given
+    checked: dict = field(default_factory=dict)  # `checked_key` -> (used weights, params):
+    # what `design_check` found of each file, with its settings, in each level's model
 
     @property
     def sweep(self) -> bool:
@@ -356,9 +497,9 @@ class Study:
         return self.log_every or max(1, steps // 10)
 
     def axis_table(self) -> dict[str, Axis]:
-        """Every design axis this study knows, by name, in order: the declared ones (`AXES`);
-        a study that brings other kinds of design choice adds theirs here."""
-        return AXES
+        """Every design axis this study knows, by name, in order: the declared ones (`AXES`),
+        then its design files' (`file_axes`)."""
+        return {**AXES, **file_axes(self.files)} if self.files else AXES
 
     @property
     def axes(self) -> list[str]:
@@ -388,10 +529,25 @@ class Study:
     def levels(self) -> list[Level]:
         return levels_of(self.varied)
 
+    def file(self, name: str) -> StudyFile:
+        return next(f for f in self.files if f.name == name)
+
+    def file_checks(self) -> list[tuple[str, dict, dict, float]]:
+        """Every (file, settings' values, model args, dropout) a study's design files run
+        with: what `design_check` checks before the study trains (see `checked`)."""
+        out = []
+        for level, design in itertools.product(self.levels(), self.designs()):
+            model_args, train, run = self.configs(level, design, None)
+            entry = (run.name, run.values(), model_args, train.dropout) if run else None
+            if entry and entry not in out:
+                out.append(entry)
+        return out
+
     def settings(self) -> dict:
         train = {k: v for k, v in self.train.to_dict().items() if k not in NOT_SETTINGS}
         if self.sweep:
             del train["learning_rate"]  # each run's own: see "lr_sweep"
+        files = {"designs": {f.name: f.entry() for f in self.files}} if self.files else {}
         return {
             "versions": dict(self.versions),
             "mode": self.mode,
@@ -403,6 +559,7 @@ class Study:
             "stack": self.stack,
             "lr_sweep": list(self.lrs) if self.sweep else None,
             "log_every": self.log_every,
+            **files,
         }
 
     def settings_hash(self) -> str:
@@ -418,10 +575,12 @@ class Study:
 
     def configs(
         self, level: Level, design: Design, lr: float | None, seed: int | None = None
-    ) -> tuple[dict, TrainConfig]:
-        """A run's ModelConfig fields (but vocab_size) and TrainConfig: the study's, with its
-        design's, level's and rate's values; a setting the run does not use (`config.unused`:
-        --decay-fraction in a cosine design) at its default."""
+    ) -> tuple[dict, TrainConfig, DesignRun | None]:
+        """A run's ModelConfig fields (but vocab_size), TrainConfig and design file: the
+        study's, with its design's, level's and rate's values; a setting the run does not use
+        (`config.unused`: --decay-fraction in a cosine design) at its default; a design file
+        with its settings (the study's, and the design's values of those that vary) and, once
+        checked for this model (`checked`), the weights it uses (None: the built-in model)."""
         model_args = {**self.model_args, **design.of("model"), **level.of("model")}
         knobs = {**design.of("train"), **level.of("train")}
         if lr is not None:
@@ -432,7 +591,26 @@ class Study:
         reset = unused({**model_args, **train.to_dict()})
         model_args |= {k: v for k, v in reset.items() if k in model_args}
         train = replace(train, **{k: v for k, v in reset.items() if k not in model_args})
-        return model_args, train
+        return model_args, train, self._design_run(design, model_args)
+
+    def _design_run(self, design: Design, model_args: dict) -> DesignRun | None:
+        own = design.of("design")
+        if own.get(FILE_AXIS, BUILT_IN) == BUILT_IN:
+            return None
+        f = self.file(own[FILE_AXIS])
+        varied = {n.rpartition(".")[2]: v for n, v in own.items() if n != FILE_AXIS}
+        values = {**dict(f.settings), **varied}
+        checked = self.checked.get(checked_key(f.name, values, model_args))
+        used = None if checked is None else tuple(checked[0])
+        return DesignRun(f.path, f.sha256, f.name, tuple(values.items()), used)
+
+    def params(self, model_args: dict, run: DesignRun | None) -> int | None:
+        """The parameter count of a run of `model_args` and design file `run` (None: a design
+        file not yet checked)."""
+        if run is None:
+            return ModelConfig(vocab_size=self.vocab_size, **model_args).num_params()
+        checked = self.checked.get(checked_key(run.name, run.values(), model_args))
+        return None if checked is None else checked[1]
 
     def tasks(self, out_dir: str | Path) -> list[Task]:
         """Level-major, then design (baseline first), then learning rate (ascending, in a
@@ -442,11 +620,14 @@ class Study:
         lrs = self.lrs if self.sweep else (None,)
         for level, design, lr in itertools.product(self.levels(), self.designs(), lrs):
             for seed in self.seeds:
-                model_args, train = self.configs(level, design, lr, seed)
+                model_args, train, run = self.configs(level, design, lr, seed)
                 settings = {**base, "model": model_args}
                 settings["train"] = {
                     k: v for k, v in train.to_dict().items() if k not in NOT_SETTINGS
                 }
+                if self.files:  # a run names its own file's version, not the others'
+                    del settings["designs"]
+                    settings["design"] = None if run is None else design_settings(run)
                 name = "-".join(("run", *_parts(level, design, lr), f"seed{seed}"))
                 tasks.append(
                     Task(
@@ -463,6 +644,8 @@ class Study:
                         fingerprint=self.fingerprint,
                         settings=normalized({**settings, "seed": seed}),
                         path=str(Path(out_dir) / f"{name}.json"),
+                        design_run=run,
+                        params=self.params(model_args, run),
                     )
                 )
         return tasks
@@ -470,10 +653,14 @@ class Study:
 
 def check_study(study: Study) -> None:
     """Every combination of what varies that cannot run, as one UserError line, before any
-    run starts: an axis no design uses, a listed value no design has, a fixed setting that no
-    design uses; then each design's, level's and rate's configs, as its runs will make them."""
+    run starts: a design file's name that clashes, or a varied switch it does not honour
+    (`_check_files`); an axis no design uses, a listed value no design has, a fixed setting that
+    no design uses; then each design's, level's and rate's configs, as its runs will make them
+    (a design file's with the switches it honours). A design file's own code is checked later,
+    on documents (`tensor.design_check`, run by `ablate.cli`)."""
     from microgpt.modes import check_train_options
 
+    _check_files(study)
     designs, fixed, axes = study.designs(), study.fixed(), study.axis_table()
     for name in study.axes:
         applies = axes[name].applies
@@ -501,9 +688,12 @@ def check_study(study: Study) -> None:
     lrs = study.lrs if study.sweep else (None,)
     for level, design, lr in itertools.product(study.levels(), designs, lrs):
         try:
-            model_args, train = study.configs(level, design, lr)
-            ModelConfig(vocab_size=2, **model_args)
+            model_args, train, run = study.configs(level, design, lr)
+            config = ModelConfig(vocab_size=2, **model_args)
             check_train_options(study.mode, train)
+            if run is not None:  # a switch the file does not honour at the reference's value
+                f = study.file(run.name)
+                check_switches(f.name, f.path, f.switches, config)
         except UserError as e:
             raise UserError(f"{_label(level, design, lr)}: {e}") from None
 
@@ -520,11 +710,14 @@ MAX_STACK = 256
 
 
 def stack_key(task: Task) -> str:
-    """Tasks with the same key may share a stack: tensor mode, the same sizes and model, and
-    the same training but for what `config.STACK_PER_RUN` lets each run have its own (the seed,
-    the learning rate and the rest of the schedule)."""
+    """Tasks with the same key may share a stack: tensor mode, the same sizes and model (the
+    same design file, its version and settings), and the same training but for what
+    `config.STACK_PER_RUN` lets each run have its own (the seed, the learning rate and the rest
+    of the schedule)."""
     train = stack_shared(task.train)  # all but config.STACK_PER_RUN
     what = [task.mode, task.model_args, train, asdict(task.tensor) if task.tensor else None]
+    if task.design_run is not None:
+        what.append(design_settings(task.design_run))
     return json.dumps(what, sort_keys=True)
 
 

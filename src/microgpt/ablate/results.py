@@ -33,7 +33,8 @@ DIAGNOSTICS_NOTE = (
     "held-out documents (diagnostics.docs of them): max_attention_logit, the largest q·k/sqrt(D) "
     "before the softmax over every layer, head and real query and the keys it may see; "
     "logit_mean and logit_max, the output logits' over every real position and the vocabulary. "
-    "Scalar mode: none (null)."
+    "Scalar mode: none (null). A design file whose forward calls no attention block of "
+    "microgpt.tensor.blocks: max_attention_logit null (not recorded)."
 )
 
 
@@ -62,6 +63,9 @@ def to_json(
             "losses": record["losses"],
             "stack_size": record.get("stack_size", 1),  # trained in a stack of this many runs
         }
+        if study.files:  # the design file it ran (None: the built-in model)
+            run["design_file"] = task.design_run.name if task.design_run else None
+            run["design_settings"] = task.design_run.values() if task.design_run else None
         if study.sweep:
             run["halves"] = record.get("halves")
         runs.append(run)
@@ -218,6 +222,7 @@ SCHEMA = {
             {
                 "threshold": FINITE,
                 "runs": int,
+                "unrecorded": May([str]),  # designs that record no attention logit
                 "over": [{**WHERE, "seeds": int, "of": int, "largest": Opt(NUMBER)}],
             }
         )

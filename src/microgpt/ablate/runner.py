@@ -60,10 +60,11 @@ def load_saved(task: Task) -> dict | None:
 
 
 def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) -> str:
-    """The plan, without training: every stack (or run) to train and every saved run, with a
-    rough time for each, from `probe_steps` timed steps of the first stack of each kind (its
-    key, `plan.stack_key`, and size: Muon's steps cost more than AdamW's), in this process;
-    and what splits the stacks."""
+    """The plan, without training: every stack (or run) to train and every saved run, with its
+    design's parameter count and a rough time, from `probe_steps` timed steps of the first
+    stack of each kind (its key, `plan.stack_key`, and size: Muon's steps cost more than
+    AdamW's, a design file's more than the built-in net's), in this process; and what splits
+    the stacks."""
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
     to_run = stacks_to_train(study, tasks, {t.path for t in todo}, jobs, io.StringIO())
@@ -75,12 +76,13 @@ def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) 
             seconds_per_step[key] = _probe(stack, probe_steps)
     names = [_stack_name(stack) for stack in to_run]
     width = max([64, *(len(name) + 2 for name in names)])
-    lines = [f"{'to train':<{width}}  runs  about"]
+    lines = [f"{'to train':<{width}}  runs  {'params':>7}  about"]
     work = 0.0
     for stack, name in zip(to_run, names):
         seconds = stack[0].train.steps * seconds_per_step[stack_key(stack[0]), len(stack)]
         work += seconds
-        lines.append(f"{name:<{width}}  {len(stack):>4}  {seconds:.1f} s")
+        params = f"{stack[0].params:,}" if stack[0].params is not None else "-"
+        lines.append(f"{name:<{width}}  {len(stack):>4}  {params:>7}  {seconds:.1f} s")
     saved = [t for t in tasks if t not in todo]
     if saved:
         lines += ["", f"saved ({len(saved)}):"]
@@ -123,7 +125,7 @@ def _probe(tasks: list[Task], steps: int) -> float:
 
     from microgpt.train import open_loop, prepare
 
-    prepared = [prepare(t.input_path, t.model_args, t.train) for t in tasks]
+    prepared = [prepare(t.input_path, t.model_args, t.train, t.design_run) for t in tasks]
     trains = [replace(t.train, steps=max(t.train.steps, steps + 1)) for t in tasks]
     preps = [prep for _, prep in prepared]
     loop = open_loop(tasks[0].mode, prepared[0][0], trains, preps, tasks[0].tensor)
@@ -209,6 +211,9 @@ def run_tasks(
     except WorkerError as e:
         progress.close()
         raise UserError(f"{e}; {resume.format(len(records))}") from None
+    except UserError as e:  # a run's error (its design file's code failed, say)
+        progress.close()
+        raise type(e)(f"{e}; {resume.format(len(records))}") from None
     progress.close()
     return workers
 
