@@ -589,7 +589,7 @@ def test_progress_prints_a_few_plain_lines_when_not_a_terminal():
         ["--seed-list", "1,x"],
         ["--seed-list", "4,4"],
         ["--mode", "gpu"],
-        ["--tie-lm-head"],  # fixed and varied (the default --vary)
+        ["--mlp-activation", "relu", "--vary", "mlp_activation=relu2,gelu"],  # flag not listed
         ["--vary", "n_embd"],  # a numeric setting needs its values
         ["--vary", "qk_norm", "--vary", "qk-norm"],
         ["--vary", "width=1,2"],

@@ -5,7 +5,9 @@ Commands. Every line of a fenced block in README.md or docs/*.md that starts wit
 `$ microgpt ` is a command (a line ending in `\\` continues on the next; a `# comment` is
 dropped, as a shell drops it). The test runs each page's commands in order, as
 `python -m microgpt ...` with this interpreter, in one temporary folder per page (so a command
-may read a file an earlier one of the same page wrote), stdin closed, and expects exit status 0.
+may read a file an earlier one of the same page wrote) that holds a copy of the repository's
+examples/ (the pages run their commands from a checkout's root: `--design
+examples/designs/softcap.py`), stdin closed, and expects exit status 0.
 Lines without `$ ` are output and are not compared.
 
 Quick forms. A command that takes more than a few seconds is run in a quick form instead,
@@ -36,6 +38,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -184,6 +187,7 @@ RUNNABLE = [p for p in PAGES if re.search(r"^\$ microgpt ", p.read_text(encoding
 @pytest.mark.parametrize("page", RUNNABLE, ids=page_id)
 def test_every_command_runs(page, tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
     for command in commands_in(page):
         try:
             done = subprocess.run(

@@ -199,12 +199,25 @@ def test_runs_with_different_schedules_stack_as_they_train_alone():
             assert abs(a - b) <= 1e-12 * abs(b)
 
 
-def test_ablate_reads_its_numeric_lists_from_the_declarations_unchanged():
+def test_ablate_reads_its_axes_and_levels_from_the_declarations():
+    """The levels are today's numeric settings, unchanged; every other setting with a flag is a
+    design axis, as every switch is, but the seed, the reporting window and the data's."""
     from microgpt.ablate import plan
 
-    assert plan.MODEL_LEVELS == ("n_layer", "n_embd", "n_head", "block_size", "logit_softcap")
-    assert plan.REAL == ("logit_softcap", "learning_rate", "z_loss")
-    assert plan.MAY_BE_ZERO == ("logit_softcap", "z_loss")
+    assert plan.LEVELS == ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size",
+                           "learning_rate", "z_loss")  # fmt: skip
+    not_varied = {"seed", "last_n", *(n for n, s in SETTINGS.items() if s.group in (None, "data"))}
+    model = [f.name for f in fields(ModelConfig) if f.name in SWITCHES or f.name in SETTINGS]
+    assert list(plan.AXES) == [  # ModelConfig's fields first, in their order
+        *(n for n in model if n not in plan.LEVELS),
+        *(n for n in TRAIN_SETTINGS if n not in {*plan.LEVELS, *not_varied}),
+    ]
+    assert set(SWITCHES) <= set(plan.AXES)
+    assert {n for n, s in SETTINGS.items() if s.vary is None} == not_varied
+    for name, axis in plan.AXES.items():
+        declared = SETTINGS.get(name)
+        assert axis.per_run == (declared is not None and declared.per_run)
+        assert axis.config == ("model" if name in SWITCHES else declared.config)
 
 
 # --decay-fraction's errors, before anything trains -----------------------------------------------

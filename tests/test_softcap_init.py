@@ -266,7 +266,7 @@ def test_ablate_varies_the_softcap_and_init_from_their_declarations():
     varied = parse_vary(["logit_softcap=0,15", "init"])
     assert varied == {"logit_softcap": (0.0, 15.0), "init": ("gaussian", "zero")}
     for spec, match in [
-        ("logit_softcap=-1,15", "values must be 0 or more"),
+        ("logit_softcap=-1,15", "--vary logit_softcap: --logit-softcap '-1' is not 0 or more"),
         ("logit_softcap", "needs its values"),
         ("init=ones", "is not one of: gaussian, zero"),
     ]:
@@ -283,7 +283,7 @@ def test_ablate_varies_the_softcap_and_init_from_their_declarations():
         (["train", "--logit-softcap", "x"], "'x' is not a number"),
         (["train", "--init", "ones"], "invalid choice: 'ones'"),
         (["ablate", "--logit-softcap", "-2"], "--logit-softcap must be 0 or more, got -2.0"),
-        (["ablate", "--vary", "logit_softcap=0,-3"], "values must be 0 or more"),
+        (["ablate", "--vary", "logit_softcap=0,-3"], "--logit-softcap '-3' is not 0 or more"),
     ],
 )
 def test_bad_values_are_one_line_errors(argv, match, tmp_path):

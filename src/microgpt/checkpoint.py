@@ -14,6 +14,13 @@ and no evaluations; those written before `optimizer` existed read as AdamW's, wh
 A checkpoint with Muon's state is format version 3, so that a microgpt that does not know
 Muon refuses it rather than resume it with Adam; every other checkpoint is still version 2,
 which such a microgpt reads as before.
+
+A checkpoint of a design file (`microgpt.design`) is format version 4, so that a microgpt that
+does not know design files refuses it rather than load its weights into the built-in model. Its
+`design` metadata names the file (name, absolute path, sha256 of its bytes), its settings'
+values, the weights it uses (name: shape, in the layout's order: the tensors are those) and
+Muon's matrices among them: sampling or resuming it needs that file, in that version
+(`design_check.for_checkpoint`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from microgpt.schedule import lr_at
 FORMAT = "microgpt-checkpoint"
 VERSION = 2  # 2: the model config names every design switch; 1: only the first two
 MUON_VERSION = 3  # 3: version 2 with Muon's momentum (written by --optimizer muon alone)
-READS = ("1", "2", "3")  # a version-1 checkpoint's missing switches take their reference values
+DESIGN_VERSION = 4  # 4: a design file's weights, with its `design` metadata (either optimizer)
+READS = ("1", "2", "3", "4")  # a version-1 checkpoint's missing switches: their reference values
 MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 GROUPS = {"weights": "", "adam_m": "adam_m.", "adam_v": "adam_v."}  # state key: name prefix
 MUON_GROUPS = {"momentum": "momentum."}  # with --optimizer muon, of Muon's matrices alone
@@ -55,6 +63,24 @@ class Checkpoint:
     mode: str  # the mode that wrote it
     val_loss: float | None = None  # per-token held-out loss at `step`, if evaluated (--keep-best)
     evals: tuple[tuple[int, float], ...] = ()  # (step, per-token held-out loss), --eval-every
+    design: dict | None = None  # a design file's run: `design_entry`; None: the built-in model
+
+
+DESIGN_KEYS = {"name": str, "path": str, "sha256": str, "settings": dict, "weights": dict,
+               "muon": list}  # fmt: skip
+
+
+def design_entry(run, shapes: dict[str, tuple[int, int]], muon: dict[str, bool]) -> dict:
+    """A design file's run (`design.DesignRun`) as a checkpoint keeps it: the file, its
+    version, its settings, the weights it uses and which of them Muon trains."""
+    return {
+        "name": run.name,
+        "path": run.path,
+        "sha256": run.sha256,
+        "settings": run.values(),
+        "weights": {name: list(shape) for name, shape in shapes.items()},
+        "muon": muon_matrices(shapes, muon),
+    }
 
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
@@ -66,9 +92,10 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     tensors["train_losses"] = ([len(ckpt.losses)], list(ckpt.losses))
     tensors["train_lrs"] = ([len(ckpt.lrs)], list(ckpt.lrs))
     version, internal, gauss_next = ckpt.rng_state
+    number = DESIGN_VERSION if ckpt.design is not None else MUON_VERSION if muon else VERSION
     metadata = {
         "format": FORMAT,
-        "version": str(MUON_VERSION if muon else VERSION),
+        "version": str(number),
         "model_config": json.dumps(ckpt.model.to_dict()),
         "train_config": json.dumps(ckpt.train.to_dict()),
         "chars": json.dumps(ckpt.chars),
@@ -81,6 +108,8 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     }
     if ckpt.val_loss is not None:
         metadata["val_loss"] = json.dumps(ckpt.val_loss)
+    if ckpt.design is not None:
+        metadata["design"] = json.dumps(ckpt.design)
     try:
         tensorfile.write_atomic(path, tensorfile.dumps(tensors, metadata))
     except OSError as e:
@@ -121,12 +150,13 @@ def loads(blob: bytes, path: str | Path) -> Checkpoint:
         else:  # written before train_lrs: as its own schedule gave them
             lrs = [lr_at(i, train) for i in range(len(losses))]
         evals = tuple((int(s), float(v)) for s, v in json.loads(meta.get("evals", "[]")))
+        design = _design(meta) if meta["version"] == str(DESIGN_VERSION) else None
         ckpt = Checkpoint(
             model=model,
             train=train,
             chars=json.loads(meta["chars"]),
             step=int(meta["step"]),
-            state=_unpack_state(tensors, model, train),
+            state=_unpack_state(tensors, model, train, design),
             losses=losses,
             lrs=lrs,
             rng_state=(version, tuple(internal), gauss_next),
@@ -135,6 +165,7 @@ def loads(blob: bytes, path: str | Path) -> Checkpoint:
             mode=meta["mode"],
             val_loss=json.loads(meta["val_loss"]) if "val_loss" in meta else None,
             evals=evals,
+            design=design,
         )
         random.Random().setstate(ckpt.rng_state)  # raises on a malformed state
     except (KeyError, ValueError, TypeError, UserError) as e:
@@ -163,13 +194,34 @@ def _check_switches(path: Path, model: dict) -> None:
         )
 
 
+def _design(meta: dict) -> dict:
+    """A version-4 checkpoint's `design` metadata, checked (ValueError: not as written)."""
+    design = json.loads(meta["design"])
+    if not isinstance(design, dict):
+        raise ValueError("its design is not an object")
+    for key, kind in DESIGN_KEYS.items():
+        if not isinstance(design.get(key), kind):
+            raise ValueError(f"its design has no {key}")
+    for name, shape in design["weights"].items():
+        if not (isinstance(shape, list) and len(shape) == 2 and all(
+                isinstance(n, int) and n > 0 for n in shape)):  # fmt: skip
+            raise ValueError(f"its design's weight {name} has no shape")
+    return design
+
+
 def _unpack_state(
-    tensors: dict, model: ModelConfig, train: TrainConfig
+    tensors: dict, model: ModelConfig, train: TrainConfig, design: dict | None = None
 ) -> dict[str, dict[str, Matrix]]:
-    shapes = model.param_shapes()
+    """The weights and optimizer state by name: the built-in model's, or a design's (its
+    `design` metadata names them)."""
+    if design is None:
+        shapes, muon = model.param_shapes(), muon_matrices(model.param_shapes())
+    else:
+        shapes = {name: tuple(shape) for name, shape in design["weights"].items()}
+        muon = [name for name in design["muon"] if name in shapes]
     groups = {key: (prefix, list(shapes)) for key, prefix in GROUPS.items()}
     if train.optimizer == "muon":
-        groups["momentum"] = (MUON_GROUPS["momentum"], muon_matrices(shapes))
+        groups["momentum"] = (MUON_GROUPS["momentum"], muon)
     state: dict[str, dict[str, Matrix]] = {key: {} for key in groups}
     for key, (prefix, names) in groups.items():
         for name in names:

@@ -22,17 +22,19 @@ from microgpt.flags import (
     MODEL_FLAGS,
     Parser,
     add_config_flag,
+    add_design_flags,
     add_distributed_flags,
     add_mode_flags,
     add_model_flags,
     add_train_flags,
+    design_settings,
     int_at_least,
     model_args,
     number,
     tensor_options,
     train_args,
 )
-from microgpt.modes import check_tensor_options, check_train_options
+from microgpt.modes import SCALAR_DESIGN, check_tensor_options, check_train_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model, then print a summary and samples.",
     )
     add_config_flag(t)
-    add_mode_flags(t, "scalar")
+    add_mode_flags(t, None, default_text="scalar; tensor with --design")
     add_train_flags(t)
     add_model_flags(t)
+    add_design_flags(t)
     g = t.add_argument_group("output")
     g.add_argument("--out", metavar="CKPT", help="write the checkpoint here (.safetensors)")
     g.add_argument(
@@ -81,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint from --out")
     add_mode_flags(s, None)
+    s.add_argument(
+        "--design",
+        metavar="FILE",
+        help="a design file's checkpoint: the file it was trained with, in that version "
+        "(default: the path the checkpoint names)",
+    )
     add_sampling_flags(s)
     s.add_argument(
         "--seed",
@@ -211,6 +220,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from microgpt.distributed import world_from_env
 
     world = world_from_env()
+    if args.mode is None:  # tensor for a design file (or under torchrun, its checkpoint)
+        design = args.design or (world.size == 1 and _design_checkpoint(args.resume))
+        args.mode = "tensor" if design else "scalar"
     if world.size == 1:
         return _train(args, world, None)
     if args.mode != "tensor":
@@ -238,6 +250,8 @@ def _train(args: argparse.Namespace, world, group) -> int:
     from microgpt.schedule import warmup_warning
     from microgpt.train import MetricsWriter, bits, prepare, train
 
+    if args.design and args.mode != "tensor":
+        raise UserError(SCALAR_DESIGN)
     options = tensor_options(args)
     check_temperature(args.temperature)
     args.out = args.out or args.resume  # a resumed run goes on saving where it was saved
@@ -255,10 +269,19 @@ def _train(args: argparse.Namespace, world, group) -> int:
     ckpt = _load_checkpoint(args.resume, group) if args.resume else None
     model_args, tc = resolve_configs(args, ckpt)
     check_train_options(args.mode, tc)
+    design = _design_run(args, ckpt)
+    if design is not None and args.mode != "tensor":
+        raise UserError(SCALAR_DESIGN)
     if world.main and (note := warmup_warning(tc.warmup_steps, tc.steps)):
         print(f"microgpt: warning: {note}", file=sys.stderr)
     input_path = args.input if args.input is not None else (ckpt.input_path if ckpt else None)
-    config, prep = prepare(input_path, model_args, tc)
+    config, prep = prepare(input_path, model_args, tc, design)
+    if prep.design is not None:
+        if group is not None:  # every rank must run the same version of the file
+            hashes = group.gather_json(prep.design.design.sha256)
+            group.on_main(lambda: _same_design(hashes, prep.design.design))
+        if world.main:
+            print(describe_design(prep.design, checked_now=ckpt is None), flush=True)
     if ckpt is not None:
         if (prep.fingerprint, prep.tokenizer.chars) != (ckpt.data_fingerprint, ckpt.chars):
             raise UserError(
@@ -279,8 +302,9 @@ def _train(args: argparse.Namespace, world, group) -> int:
         )
     else:
         data = f"{len(prep.split.train):,} training / {len(prep.split.val):,} held-out documents"
+    params = config.num_params() if prep.design is None else prep.design.num_params
     print(
-        f"microgpt train: {args.mode} mode{where}, {config.num_params():,} parameters, {data}, "
+        f"microgpt train: {args.mode} mode{where}, {params:,} parameters, {data}, "
         f"vocabulary {config.vocab_size}" + (f", resuming at step {ckpt.step}" if ckpt else ""),
         flush=True,
     )
@@ -355,6 +379,73 @@ def _train(args: argparse.Namespace, world, group) -> int:
     return 0
 
 
+def _design_checkpoint(path: str | None) -> bool:
+    """Whether the checkpoint at `path` (--resume) is a design file's; False if unreadable
+    (its error comes when the run loads it)."""
+    if not path:
+        return False
+    try:
+        return checkpoint.load(path).design is not None
+    except UserError:
+        return False
+
+
+def _design_run(args: argparse.Namespace, ckpt: checkpoint.Checkpoint | None):
+    """The design file a run trains (`design.DesignRun`), or None: the built-in model. A new
+    run's from --design and --design-setting; a resumed run's is its checkpoint's, in the
+    version it names (--design: where the file is now)."""
+    from microgpt.design import DesignRun, load
+
+    values = design_settings(args.design_setting)
+    if ckpt is None:
+        if not args.design:
+            if values:
+                raise UserError("--design-setting sets a design file's setting: give --design")
+            return None
+        file = load(args.design)
+        return file.run(file.resolve(values))
+    if ckpt.design is None:
+        if args.design or values:
+            raise UserError(
+                f"checkpoint {args.resume} was trained with the built-in model, not a design "
+                "file: drop --design and --design-setting to resume it"
+            )
+        return None
+    run = DesignRun.of_checkpoint(ckpt.design, args.resume, args.design)
+    saved = run.values()
+    for name, text in values.items():
+        if name not in saved or run.load().resolve({name: text})[name] != saved[name]:
+            raise UserError(
+                f"--design-setting {name}={text} differs from the checkpoint's "
+                f"{name}={saved.get(name)}: drop it to resume"
+            )
+    return run
+
+
+def describe_design(checked, checked_now: bool = True) -> str:
+    """A line on the design file a run trains: which, what it uses, and that it was checked."""
+    from microgpt.design import shown
+
+    file, unused = checked.design, checked.unused
+    settings = ", ".join(f"{k}={v}" for k, v in checked.settings.items())
+    line = f"design file {shown(file.path)}: {file.name}" + (f" ({settings})" if settings else "")
+    line += f", sha256 {file.sha256[:12]}, {len(checked.shapes)} weights"
+    if unused:
+        line += f" ({len(unused)} unused, not trained: {', '.join(unused)})"
+    if checked_now:
+        return line + "; checked: finite, deterministic, causal, documents and runs apart"
+    return line + "; the version its checkpoint was trained with"
+
+
+def _same_design(hashes: list[str], file) -> None:
+    odd = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+    if odd:
+        raise UserError(
+            f"rank{'s' if len(odd) > 1 else ''} {', '.join(map(str, odd))} read another version "
+            f"of design file {file.path} than rank 0: give every machine the same file"
+        )
+
+
 def best_checkpoint_path(out: str) -> str:
     """`run.safetensors` -> `run.best.safetensors` (`run` -> `run.best`)."""
     root, ext = os.path.splitext(out)
@@ -421,7 +512,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # sampling only runs the forward: a training-only option of the run that wrote the
     # checkpoint (dropout, tensor mode's alone) must not stop the other mode from sampling it
     train = replace(ckpt.train, dropout=0.0)
-    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], train, tensor_options(args))
+    options = tensor_options(args)
+    design = None
+    if ckpt.design is not None:
+        if args.mode != "tensor":
+            raise UserError(SCALAR_DESIGN)
+        from microgpt.design import DesignRun
+        from microgpt.tensor.design_check import unchecked
+
+        run = DesignRun.of_checkpoint(ckpt.design, args.checkpoint, args.design)
+        design = unchecked(run, ckpt.model, f"checkpoint {args.checkpoint}")
+    elif args.design:
+        raise UserError(
+            f"checkpoint {args.checkpoint} is of the built-in model, not a design file: drop "
+            "--design"
+        )
+    gpt = make_gpt(args.mode, ckpt.model, ckpt.state["weights"], train, options, design)
     rng = random.Random(args.seed)
     if args.seed is None:
         rng.setstate(ckpt.rng_state)

@@ -6,8 +6,9 @@ trained. Both are plain values: to change one, make a new one with `dataclasses.
 Every field is declared once, with what the rest of the package derives from it: a design switch
 with `switch(...)` (`Switch`, collected in `SWITCHES`), a model size or training setting with
 `setting(...)` (`Setting`, collected in `SETTINGS`). From these come the `train` and `ablate`
-flags and their help (`flags`), the validation and its messages (here), and which settings the
-runs of one stack may differ in (`STACK_PER_RUN`).
+flags and their help (`flags`), the validation and its messages (here), which settings the
+runs of one stack may differ in (`STACK_PER_RUN`), and what `ablate --vary` makes of each: a
+design axis, as every switch is, or a level (`Setting.vary`), with its labels.
 """
 
 from __future__ import annotations
@@ -124,6 +125,17 @@ class Range:
 
 
 KINDS = ("name", "int", "real", "bool")  # a setting's kind: a name from a closed set, a number...
+# what `ablate --vary` makes of a setting (`Setting.vary`): a design axis (its values make the
+# designs, each compared with the baseline, as a switch's do) or a level (each value a level of
+# the study, every design trained and compared at each: the sizes and the length of training)
+VARY_ROLES = ("design", "level")
+
+
+def number_text(x: float) -> str:
+    """A number as labels and file names show it: `%g` when that reads back as the same number
+    (0.1, 1e-05, 100), else in full, so that two values never show alike."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
 
 @dataclass(frozen=True)
@@ -132,8 +144,9 @@ class Setting:
     `TrainConfig` (see `setting`).
 
     Derived from it: its flag and help (`flags`), the config's validation and its message, its
-    parse from text (a flag's value, an ablation's list), and whether the runs of one stack may
-    differ in it. A setting without a flag group is deliberately not a flag (the defaults hold)."""
+    parse from text (a flag's value, an ablation's list), whether the runs of one stack may
+    differ in it, and what `ablate --vary` makes of it (`vary`, `value_label`). A setting
+    without a flag group is deliberately not a flag (the defaults hold)."""
 
     name: str
     default: object
@@ -147,6 +160,9 @@ class Setting:
     per_run: bool = False  # the runs of one stack may differ in it (see STACK_PER_RUN)
     applies: tuple[str, object] | None = None  # (setting, value): only used when that setting
     # has that value; a value other than the default is refused otherwise (`modes`)
+    vary: str | None = "design"  # what `ablate --vary` makes of it: one of VARY_ROLES, or None
+    labels: tuple[str, ...] | str | None = None  # how a design names a value (see value_label)
+    config: str = ""  # "model" or "train": the config it is a field of (set by `_settings`)
 
     @property
     def flag(self) -> str:
@@ -156,6 +172,25 @@ class Setting:
     def label(self) -> str:
         """How messages name it: its flag, or its name if it has none."""
         return self.flag if self.group is not None else self.name
+
+    @property
+    def every(self) -> tuple | None:
+        """Every value, for a name or a yes/no (`--vary` takes them all when none is listed);
+        None for a number."""
+        if self.kind == "name":
+            return self.values
+        return (False, True) if self.kind == "bool" else None
+
+    def value_label(self, value: object) -> str:
+        """A value as a design's label shows it ("muon", "weight decay 0.1", "reshuffled"):
+        the declared label of a name or a yes/no, or the declared template ("{}" the value;
+        by default the setting's name and the value)."""
+        if isinstance(self.labels, tuple):
+            return self.labels[self.every.index(value)]
+        template = self.labels or (
+            "{}" if self.kind == "name" else self.name.replace("_", " ") + " {}"
+        )
+        return template.format(number_text(value) if self.kind in ("int", "real") else value)
 
     def allows(self, value: object) -> bool:
         if value is None:
@@ -210,12 +245,17 @@ def setting(
     group: str | None = None,
     per_run: bool = False,
     applies: tuple[str, object] | None = None,
+    vary: str | None = "design",
+    labels: tuple[str, ...] | str | None = None,
 ):
-    """A `ModelConfig` or `TrainConfig` field declaring a setting (see `Setting`)."""
+    """A `ModelConfig` or `TrainConfig` field declaring a setting (see `Setting`). Unless it
+    says otherwise (`vary`), a setting with a flag is a design axis of `ablate --vary`."""
     assert kind in KINDS and (kind == "name") == bool(values)
     assert (kind in ("int", "real")) == (within is not None)
+    assert vary in (*VARY_ROLES, None) and (vary is None or group is not None)
+    assert not isinstance(labels, tuple) or kind in ("name", "bool")
     declared = dict(kind=kind, help=help, values=values, none=none, metavar=metavar)
-    declared |= dict(group=group, per_run=per_run, applies=applies)
+    declared |= dict(group=group, per_run=per_run, applies=applies, vary=vary, labels=labels)
     declared["within"] = Range.of(within) if within is not None else None
     return field(default=default, metadata={"setting": declared})
 
@@ -224,10 +264,22 @@ def setting(
 class ModelConfig:
     vocab_size: int  # from the data, not a flag
     n_layer: int = setting(
-        1, "int", "transformer blocks (default 1)", within="> 0", metavar="N", group="model"
+        1,
+        "int",
+        "transformer blocks (default 1)",
+        within="> 0",
+        metavar="N",
+        group="model",
+        vary="level",
     )
     n_embd: int = setting(
-        16, "int", "embedding width (default 16)", within="> 0", metavar="N", group="model"
+        16,
+        "int",
+        "embedding width (default 16)",
+        within="> 0",
+        metavar="N",
+        group="model",
+        vary="level",
     )
     n_head: int = setting(
         4,
@@ -236,9 +288,16 @@ class ModelConfig:
         within="> 0",
         metavar="N",
         group="model",
+        vary="level",
     )
     block_size: int = setting(
-        16, "int", "context length in tokens (default 16)", within="> 0", metavar="N", group="model"
+        16,
+        "int",
+        "context length in tokens (default 16)",
+        within="> 0",
+        metavar="N",
+        group="model",
+        vary="level",
     )
     # a number that changes the model's function (so a checkpoint keeps it), not its size
     logit_softcap: float = setting(
@@ -249,6 +308,7 @@ class ModelConfig:
         within=">= 0",
         metavar="C",
         group="model",
+        labels="soft-cap {}",  # a design axis of `ablate --vary`, as every setting but sizes
     )
     # design switches: the reference's value first; each is read once in each mode's model
     tie_lm_head: bool = switch(
@@ -386,6 +446,7 @@ class TrainConfig:
         within="> 0",
         metavar="N",
         group="optimizer",
+        vary="level",
     )
     seed: int = setting(
         42,
@@ -395,9 +456,16 @@ class TrainConfig:
         metavar="S",
         group="optimizer",
         per_run=True,  # a run's data order and initial weights, its own in a stack
+        vary=None,  # ablate's seeds: --seeds, --seed-list
     )
     batch_size: int = setting(
-        1, "int", "documents per step (default 1)", within="> 0", metavar="B", group="optimizer"
+        1,
+        "int",
+        "documents per step (default 1)",
+        within="> 0",
+        metavar="B",
+        group="optimizer",
+        vary="level",
     )
     optimizer: str = setting(
         "adamw",
@@ -419,6 +487,7 @@ class TrainConfig:
         metavar="LR",
         group="optimizer",
         per_run=True,
+        vary="level",  # or ablate's --lr-sweep
     )
     lr_schedule: str = setting(
         "linear",
@@ -428,6 +497,7 @@ class TrainConfig:
         values=LR_SCHEDULES,
         group="optimizer",
         per_run=True,
+        labels=("linear decay", "cosine decay", "constant lr", "wsd"),
     )
     warmup_steps: int = setting(
         0,
@@ -466,7 +536,9 @@ class TrainConfig:
     beta2: float = setting(
         0.99, "real", "Adam's beta2 (0.99)", within="[0, 1)", metavar="B", group="optimizer"
     )
-    eps: float = setting(1e-8, "real", "Adam's epsilon, the reference's (not a flag)", within="> 0")
+    eps: float = setting(
+        1e-8, "real", "Adam's epsilon, the reference's (not a flag)", within="> 0", vary=None
+    )
     muon_momentum: float = setting(
         0.95,
         "real",
@@ -502,6 +574,7 @@ class TrainConfig:
         within=">= 0",
         metavar="C",
         group="optimizer",
+        vary="level",
     )
     dropout: float = setting(
         0.0,
@@ -517,6 +590,7 @@ class TrainConfig:
         "lines: put every epoch after the first in its own order, drawn from the seed "
         "(default: every epoch in the first's order, as the reference)",
         group="optimizer",
+        labels=("one epoch order", "reshuffled"),
     )
     loss_average: str = setting(
         "document",
@@ -526,6 +600,7 @@ class TrainConfig:
         "the per-token validation loss is that mean)",
         values=LOSS_AVERAGES,
         group="optimizer",
+        labels=("per-document loss", "per-token loss"),
     )
     last_n: int = setting(
         100,
@@ -534,8 +609,10 @@ class TrainConfig:
         within="> 0",
         metavar="N",
         group="optimizer",
+        vary=None,  # a reporting choice, not a run's
     )
-    # the data and the held-out figures: flags in "data"
+    # the data and the held-out figures: flags in "data"; a study's, the same for every one of
+    # its runs (none is varied)
     data: str = setting(
         "lines",
         "name",
@@ -543,6 +620,7 @@ class TrainConfig:
         "trained on windows of block_size + 1 characters, the last 10% held out",
         values=DATA_KINDS,
         group="data",
+        vary=None,
     )
     val_fraction: float = setting(
         0.1,
@@ -551,6 +629,7 @@ class TrainConfig:
         within="[0, 1)",
         metavar="F",
         group="data",
+        vary=None,
     )
     val_docs: int = setting(
         500,
@@ -559,6 +638,7 @@ class TrainConfig:
         within=">= 0",
         metavar="N",
         group="data",
+        vary=None,
     )
     eval_docs: int | None = setting(
         None,
@@ -569,6 +649,7 @@ class TrainConfig:
         none=True,
         metavar="N",
         group="data",
+        vary=None,
     )
     eval_every: int = setting(
         0,
@@ -577,6 +658,7 @@ class TrainConfig:
         within=">= 0",
         metavar="K",
         group="data",
+        vary=None,
     )
 
     def __post_init__(self) -> None:
@@ -602,8 +684,9 @@ class TrainConfig:
 
 
 def _settings(config: type) -> dict[str, Setting]:
+    owner = {ModelConfig: "model", TrainConfig: "train"}[config]
     declared = [
-        Setting(f.name, f.default, **f.metadata["setting"])
+        Setting(f.name, f.default, **f.metadata["setting"], config=owner)
         for f in fields(config)
         if "setting" in f.metadata
     ]
@@ -615,6 +698,24 @@ SIZE_SETTINGS = _settings(ModelConfig)  # the sizes but vocab_size (the data's),
 TRAIN_SETTINGS = _settings(TrainConfig)  # every TrainConfig field
 SETTINGS = SIZE_SETTINGS | TRAIN_SETTINGS  # every setting, by name: what `ablate` may vary
 assert set(TRAIN_SETTINGS) == {f.name for f in fields(TrainConfig)}
+
+
+def in_use(s: Setting, values: dict) -> bool:
+    """Whether a run whose settings are `values` (name: value, the one `s.applies` names among
+    them) uses `s`: always, unless its `applies` names a value that run does not have."""
+    return s.applies is None or values[s.applies[0]] == s.applies[1]
+
+
+def unused(values: dict) -> dict:
+    """The settings among `values` that such a run leaves unused, each at its default
+    (`name: default`): what `ablate` gives a design that does not use a setting the study
+    fixes for the designs that do (--decay-fraction for the wsd runs, not the cosine ones)."""
+    return {
+        name: s.default
+        for name, s in SETTINGS.items()
+        if name in values and not in_use(s, values) and values[name] != s.default
+    }
+
 
 # what the runs of a stack (many runs trained as one computation: `ablate.plan.stacks`,
 # `tensor.stack`) may differ in: each run's seed (its data order and initial

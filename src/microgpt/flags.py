@@ -123,14 +123,19 @@ def add_train_flags(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def add_mode_flags(
-    p: argparse.ArgumentParser, default_mode: str | None, compile: bool = True
+    p: argparse.ArgumentParser,
+    default_mode: str | None,
+    compile: bool = True,
+    default_text: str | None = None,
 ) -> argparse._ArgumentGroup:
+    """--mode (default `default_mode`, or with `default_text` None, resolved by the command)
+    and tensor mode's placement flags."""
     g = p.add_argument_group("mode")
     g.add_argument(
         "--mode",
         default=default_mode,
         help="scalar (pure Python) or tensor (PyTorch) "
-        f"(default: {default_mode or 'the mode that wrote the checkpoint'})",
+        f"(default: {default_text or default_mode or 'the mode that wrote the checkpoint'})",
     )
     g.add_argument("--device", help="tensor mode: auto, cpu, cuda or mps (default auto)")
     g.add_argument("--dtype", help="tensor mode: float32, float64 or bfloat16 (default float32)")
@@ -154,6 +159,39 @@ def add_distributed_flags(p: argparse.ArgumentParser) -> None:
         help="seconds a rank waits for the others to meet, or in a collective, before it stops "
         "with an error (default 120)",
     )
+
+
+def add_design_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
+    """--design FILE (a design file of the user's own, `microgpt.design`) and, with
+    `settings`, --design-setting NAME=VALUE."""
+    g = p.add_argument_group("a design file of your own (tensor mode; docs/designs.md)")
+    g.add_argument(
+        "--design",
+        metavar="FILE",
+        help="a design file: its forward, written in PyTorch, in place of the built-in model's "
+        "(it runs your code: load only files you trust); checked in float64 before it trains",
+    )
+    if settings:
+        g.add_argument(
+            "--design-setting",
+            action="append",
+            metavar="NAME=VALUE",
+            help="a value for one of the design file's settings (default: its own); repeatable",
+        )
+
+
+def design_settings(specs: list[str] | None) -> dict[str, str]:
+    """--design-setting NAME=VALUE flags as `name: text` (the design file parses each)."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, eq, value = spec.partition("=")
+        name = name.strip()
+        if not eq or not name or not value.strip():
+            raise UserError(f"--design-setting {spec!r}: write NAME=VALUE, e.g. cap=30")
+        if name in out:
+            raise UserError(f"--design-setting {name} is given twice")
+        out[name] = value
+    return out
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from microgpt.config import SETTINGS, TRAIN_SETTINGS, ModelConfig, TensorOptions, TrainConfig
+from microgpt.config import (
+    SETTINGS,
+    TRAIN_SETTINGS,
+    ModelConfig,
+    TensorOptions,
+    TrainConfig,
+    in_use,
+)
 from microgpt.errors import UserError
 from microgpt.flags import MODES
 from microgpt.init import Matrix
@@ -57,8 +64,13 @@ def make_gpt(
     weights: dict[str, Matrix],
     train: TrainConfig | None = None,
     tensor: TensorOptions | None = None,
+    design=None,
 ) -> GPT:
+    """A model of `mode`; `design`: a design file's `design_check.Checked`, whose net replaces
+    the built-in one (tensor mode only)."""
     train = train or TrainConfig()
+    if design is not None and mode != "tensor":
+        raise UserError(SCALAR_DESIGN)
     if mode == "scalar":
         from microgpt.scalar.model import ScalarGPT
 
@@ -71,8 +83,16 @@ def make_gpt(
     if mode == "tensor":
         from microgpt.tensor import TensorGPT  # imports torch, with a clear error if missing
 
-        return TensorGPT(config, weights, train, tensor or TensorOptions())
+        options = tensor or TensorOptions()
+        net = None if design is None else design.net(options)
+        return TensorGPT(config, weights, train, options, net)
     raise UserError(f"unknown mode {mode!r}: use --mode scalar or --mode tensor")
+
+
+SCALAR_DESIGN = (
+    "--mode scalar runs the built-in designs only (it is their readable rendering): a design "
+    "file runs in --mode tensor"
+)
 
 
 def check_train_options(mode: str, train: TrainConfig) -> None:
@@ -82,11 +102,10 @@ def check_train_options(mode: str, train: TrainConfig) -> None:
     --lr-schedule wsd); make_gpt calls it, and a command can call it before it prints anything."""
     if mode == "scalar" and train.dropout > 0:
         raise UserError("--dropout applies to --mode tensor only")
+    values = train.to_dict()
     for s in TRAIN_SETTINGS.values():
-        if s.applies is None or getattr(train, s.name) == s.default:
-            continue
-        name, value = s.applies
-        if getattr(train, name) != value:
+        if values[s.name] != s.default and not in_use(s, values):
+            name, value = s.applies
             raise UserError(f"{s.flag} applies to {SETTINGS[name].flag} {value}")
 
 

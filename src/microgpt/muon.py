@@ -16,7 +16,10 @@ the MLP's two). The embeddings, positions and head (`ADAMW_MATRICES`: wte, wpe, 
 AdamW at the same learning rate, with exactly the Adam of `--optimizer adamw`: the rows of an
 embedding are looked up one token at a time, and the head's rows are one per class, so neither
 is a map between hidden spaces that orthogonalising would suit. With a tied head, wte is both
-the embedding and the head: it stays with AdamW. Any other matrix (a new block weight) is hidden.
+the embedding and the head: it stays with AdamW. Any other matrix of more than one row and
+column (a design file's new block weight) is hidden; a row or a column (a gain, a bias, a
+scalar) is not a map between spaces either, and takes AdamW. A design file may say otherwise
+for its own weights (`design.Weight.muon`: an embedding table of its own goes to AdamW).
 
 q, k and v are three matrices. Tensor mode stores a layer's attn_wq, attn_wk and attn_wv side
 by side and multiplies by them as one (3C, C) matrix `attn_wqkv`; Muon still orthogonalises
@@ -51,9 +54,19 @@ NS_EPS = 1e-7  # in the Frobenius normalisation, as the reference
 UPDATE_RMS = 0.2  # Moonlight's: the RMS of a Muon update, about that of an AdamW update
 
 
-def muon_matrices(shapes: dict[str, tuple[int, int]]) -> list[str]:
-    """The names of the matrices Muon trains (the hidden ones), in `shapes`' order."""
-    return [name for name in shapes if name not in ADAMW_MATRICES]
+def muon_matrices(
+    shapes: dict[str, tuple[int, int]], declared: dict[str, bool] | None = None
+) -> list[str]:
+    """The names of the matrices Muon trains, in `shapes`' order: the hidden ones, every
+    matrix of more than one row and column but the embeddings, positions and head
+    (`ADAMW_MATRICES`); a weight in `declared` (a design file's own choice, `design.Weight`)
+    goes where it says, True: Muon, False: AdamW."""
+    declared = declared or {}
+    return [
+        name
+        for name, (rows, cols) in shapes.items()
+        if declared.get(name, name not in ADAMW_MATRICES and rows > 1 and cols > 1)
+    ]
 
 
 def update_scale(rows: int, cols: int) -> float:

@@ -1,10 +1,11 @@
 """The training loop, written once for both modes: data, schedule, checkpoints, summary.
 
-`prepare` reads and splits the documents (or the stream) and draws the initial weights; `train`
-runs the steps on a `GPT` (either mode) and returns a `RunResult`; `train_stack` runs many at
-once as one stack (tensor mode). Both go through one `Loop`, a solo run being a stack of one:
-the same steps, divergence, evaluation, diagnostics and speed figures; what `microgpt train`
-adds (metrics, callbacks, checkpoints) comes in through `Hooks`. The CLI and `ablate` use them.
+`prepare` reads and splits the documents (or the stream) and draws the initial weights (of a
+design file too: its checks first, `tensor.design_check`); `train` runs the steps on a `GPT`
+(either mode) and returns a `RunResult`; `train_stack` runs many at once as one stack (tensor
+mode). Both go through one `Loop`, a solo run being a stack of one: the same steps, divergence,
+evaluation, diagnostics and speed figures; what `microgpt train` adds (metrics, callbacks,
+checkpoints) comes in through `Hooks`. The CLI and `ablate` use them.
 
 Held-out figures: `val_loss` is the reference's, the mean over the first `val_docs` held-out
 documents of each one's mean loss; `val_loss_per_token` is the mean over every predicted token of
@@ -25,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from microgpt import checkpoint
@@ -40,6 +41,7 @@ from microgpt.data import (
     split_stream,
     stream_offsets,
 )
+from microgpt.design import DesignError, DesignRun
 from microgpt.errors import UserError
 from microgpt.init import Matrix, init_weights
 from microgpt.modes import GPT, TensorOptions, make_gpt
@@ -62,6 +64,12 @@ class Prepared:
     input_path: str | None
     weights: dict[str, Matrix]
     rng: random.Random  # after the shuffle and the weight draws: sampling continues from here
+    design: object = None  # a design file's `design_check.Checked` for this model; None: built-in
+
+    @property
+    def num_params(self) -> int | None:
+        """A design's parameter count (the weights it uses); None: the config's."""
+        return None if self.design is None else self.design.num_params
 
 
 def read_input(input_path: str | None, data: str) -> tuple[list[str], Tokenizer, str]:
@@ -95,14 +103,19 @@ def _read_input(input_path: str | None, data: str, key: tuple | None):
 
 
 def prepare(
-    input_path: str | None, model_args: dict, train: TrainConfig
+    input_path: str | None,
+    model_args: dict,
+    train: TrainConfig,
+    design: DesignRun | None = None,
 ) -> tuple[ModelConfig, Prepared]:
     """Read, shuffle and split the documents, make the config, draw the initial weights.
 
     The RNG is used in the reference's order: shuffle first, then the weights. A stream is not
     shuffled: the weights are the RNG's first use. The split of a (input, seed) is made once
     per process (`_split`), and the RNG set to its state after the shuffle: a study's designs
-    share their seeds' splits."""
+    share their seeds' splits. A design file (`design`) is checked first on a few training
+    documents, unless `design.used` says it was (`design_check.prepared`); its own weights are
+    drawn after the reference's from the same stream."""
     docs, tokenizer, fp = _read_input(input_path, train.data, _file_key(input_path))
     config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
     block_size = config.block_size if train.data == "stream" else None
@@ -110,7 +123,33 @@ def prepare(
     rng = random.Random()
     rng.setstate(state)
     weights = init_weights(config, rng)
-    return config, Prepared(split, tokenizer, fp, input_path, weights, rng)
+    checked = None
+    if design is not None:
+        from microgpt.tensor.design_check import prepared
+
+        docs = partial(check_docs, split.train + split.val, tokenizer, train.data)  # if needed
+        checked = prepared(design, config, docs, train.dropout)
+        weights = checked.initial_weights(rng, reference=weights)
+    return config, Prepared(split, tokenizer, fp, input_path, weights, rng, checked)
+
+
+CHECK_DOCS = 6  # documents a design file's checks run on
+
+
+def check_docs(texts: list[str], tokenizer: Tokenizer, data: str) -> list[list[int]]:
+    """A few encoded documents for a design file's checks (`design_check.check`): the first
+    of `texts` (documents, or a stream's text: its first windows), at least two."""
+    if data == "stream":
+        tokens = tokenizer.encode("".join(texts)[: CHECK_DOCS * 8])
+        docs = [tokens[i : i + 8] for i in range(0, len(tokens) - 2, 8)]
+    else:
+        docs = [tokenizer.encode_document(d) for d in texts[:CHECK_DOCS]]
+    docs = [d for d in docs if len(d) >= 3]
+    if len(docs) == 1:
+        docs = docs * 2
+    if len(docs) < 2:
+        raise UserError("a design file is checked on two or more documents: the input is too small")
+    return docs
 
 
 def _split(docs: tuple[str, ...], fp: str, data: str, seed: int, val_fraction: float, block_size):
@@ -150,8 +189,11 @@ class RunResult:
     best_val_loss: float | None = None  # with keep_best: the lowest per-token held-out loss seen
     diverged: tuple[int, float | None] | None = None  # in a study: (step, last finite loss)
     halves: tuple[float, float] | None = None  # in a study: `InStudy.halves`' two val losses
-    diagnostics: list[tuple[int, float, float, float]] = field(default_factory=list)  # in a
-    # study, tensor mode: (step, largest attention logit, output logits' mean, their max)
+    diagnostics: list[tuple[int, float | None, float, float]] = field(default_factory=list)  # in
+    # a study, tensor mode: (step, largest attention logit (None: a design that records none),
+    # output logits' mean, their max)
+    params: int | None = None  # a design file's parameter count (None: the config's)
+    design: DesignRun | None = None  # the design file it trained, if any
     steps_per_s: float = 0.0  # training loop only: start-up, validation and saves excluded
     tokens_per_s: float = 0.0  # target tokens trained on per second
     seconds: float = 0.0
@@ -172,8 +214,9 @@ class RunResult:
             "steps_per_s": self.steps_per_s,
             "tokens_per_s": self.tokens_per_s,
             "train_seconds": self.seconds,
-            "params": self.config.num_params(),
+            "params": self.config.num_params() if self.params is None else self.params,
             "mode": self.mode,
+            "design": None if self.design is None else design_record(self.design),
             "model_config": self.config.to_dict(),
             "train_config": self.train.to_dict(),
         }
@@ -243,6 +286,11 @@ def _halves(gpt, val_docs: list[list[int]], halves) -> tuple[float, float] | Non
 
 StepCallback = Callable[[int, float], None]
 EvalCallback = Callable[[int, float], None]  # (step, per-token held-out loss)
+
+
+def design_record(run: DesignRun) -> dict:
+    """A design file as a summary or a checkpoint names it."""
+    return {"name": run.name, "path": run.path, "sha256": run.sha256, "settings": run.values()}
 
 
 def bits(loss: float | None) -> float | None:
@@ -316,12 +364,12 @@ def train(
     `result.diverged` set and no held-out figures, where `microgpt train` raises UserError.
     `on_progress()`: as evaluations read their documents (`stall.Reported`; a study's stall
     watch), so that a long final evaluation is not silent."""
-    gpt = make_gpt(mode, config, prep.weights, tc, tensor)
+    gpt = make_gpt(mode, config, prep.weights, tc, tensor, prep.design)
     if group is not None:
         from microgpt.tensor.parallel import DataParallelGPT
 
         gpt = DataParallelGPT(gpt, group)
-    result = RunResult(config=config, train=tc, mode=mode)
+    result = _result(mode, config, tc, prep)
     if resume is not None:
         gpt.load_state(resume.state, resume.step)
         result.losses, result.lrs = list(resume.losses), list(resume.lrs)
@@ -333,8 +381,11 @@ def train(
     hooks = _TrainHooks(gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
                         on_step, on_eval)  # fmt: skip
     loop = Loop(OneRun(gpt), [run], hooks)
-    loop.train(len(result.losses), tc.steps)
-    loop.finish(tc.steps)
+    try:
+        loop.train(len(result.losses), tc.steps)
+        loop.finish(tc.steps)
+    except DesignError as e:  # the design file's code failed: say what is kept
+        raise DesignError(f"{e}; {_kept(out, hooks.saved_at)}") from None
     if result.diverged:
         return gpt, result
     if group is not None:
@@ -364,9 +415,7 @@ def train_stack(
     step of each run). `studies` (one `InStudy` per run): each run's halves and diagnostics,
     made on a solo model of its weights (`Stack.eval_model`) as `train` makes them.
     `on_progress`: as in `train`."""
-    from microgpt.tensor import Stack
-
-    stack = Stack(config, [p.weights for p in preps], list(tcs), tensor)
+    stack = _stack(config, tcs, preps, tensor)
     runs = runs_of("tensor", config, tcs, preps, studies, on_progress)
     loop = Loop(stack, runs, _Progress(on_step))
     loop.train(0, tcs[0].steps)
@@ -384,12 +433,26 @@ def open_loop(
     """The loop of the runs `tcs` from `preps`' initial weights as a study trains them: one
     run on its solo model (`make_gpt`, either mode), several as one stack (tensor mode)."""
     if len(tcs) > 1:
-        from microgpt.tensor import Stack
-
-        runs = Stack(config, [p.weights for p in preps], list(tcs), tensor)
+        runs = _stack(config, tcs, preps, tensor)
     else:
-        runs = OneRun(make_gpt(mode, config, preps[0].weights, tcs[0], tensor))
+        runs = OneRun(make_gpt(mode, config, preps[0].weights, tcs[0], tensor, preps[0].design))
     return Loop(runs, runs_of(mode, config, tcs, preps))
+
+
+def _stack(config: ModelConfig, tcs: list[TrainConfig], preps: list[Prepared], tensor):
+    """The runs `tcs` from `preps`' initial weights as one `tensor.Stack`, of their design
+    file's net if they have one (every run of a stack has the same design)."""
+    from microgpt.tensor import Stack
+
+    design = preps[0].design
+    net = None if design is None else design.net(tensor)
+    return Stack(config, [p.weights for p in preps], list(tcs), tensor, net)
+
+
+def _result(mode: str, config: ModelConfig, tc: TrainConfig, prep: Prepared) -> RunResult:
+    """An empty result of a run from `prep`, with its design's parameter count."""
+    design = None if prep.design is None else prep.design.run
+    return RunResult(config=config, train=tc, mode=mode, params=prep.num_params, design=design)
 
 
 def runs_of(
@@ -404,7 +467,7 @@ def runs_of(
     calling `on_progress` as they are read) and an empty result."""
     out = []
     for tc, prep, study in zip(tcs, preps, studies or [None] * len(tcs)):
-        result = RunResult(config=config, train=tc, mode=mode)
+        result = _result(mode, config, tc, prep)
         step_docs, held_out = token_data(prep, tc, config.block_size, held_out_needed(tc, study))
         out.append(Run(tc, result, step_docs, reported(held_out, on_progress), study))
     return out
@@ -656,6 +719,9 @@ def _best_so_far(path: str | Path, prep: Prepared) -> float | None:
 def make_checkpoint(
     gpt: GPT, result: RunResult, prep: Prepared, tc: TrainConfig, val_loss: float | None = None
 ):
+    design = None
+    if prep.design is not None:
+        design = checkpoint.design_entry(prep.design.run, prep.design.shapes, prep.design.muon)
     return checkpoint.Checkpoint(
         model=gpt.config,
         train=tc,
@@ -670,13 +736,16 @@ def make_checkpoint(
         mode=gpt.mode,
         val_loss=val_loss,
         evals=tuple(result.evals),
+        design=design,
     )
 
 
 def _diverged_message(step: int, loss: float, out, saved_at: int | None) -> str:
-    kept = (
-        f"the last good checkpoint {out} (step {saved_at}) is kept"
-        if out and saved_at
-        else "no checkpoint was written"
-    )
-    return f"the loss became {loss} at step {step}: lower --learning-rate; {kept}"
+    return f"the loss became {loss} at step {step}: lower --learning-rate; {_kept(out, saved_at)}"
+
+
+def _kept(out, saved_at: int | None) -> str:
+    """What a run that stops early keeps."""
+    if out and saved_at:
+        return f"the last good checkpoint {out} (step {saved_at}) is kept"
+    return "no checkpoint was written"

@@ -5,9 +5,10 @@ makes them), so that the analysis of reused runs is the same as one of fresh run
 writes it to results.json, and the reports are drawn from that file.
 
 What is compared: each design's validation loss minus the baseline's at the same level, paired
-by seed; in a full factorial of two-valued switches also each switch's main effect and each
-two-way interaction, per seed. When a study makes more than one such comparison, all of them
-form one family and Holm's method adjusts their p-values, decisions and intervals (stats.holm).
+by seed; in a full factorial of two-valued design axes (switches or settings) also each axis's
+main effect and each two-way interaction, per seed. When a study makes more than one such
+comparison, all of them form one family and Holm's method adjusts their p-values, decisions and
+intervals (stats.holm).
 
 In a learning-rate sweep (`Study.lrs`) each design is compared at its own best rate: the rate
 with the lowest mean over seeds of the val loss on the selection half of the held-out documents,
@@ -24,7 +25,6 @@ import itertools
 from microgpt.ablate import sweep
 from microgpt.ablate.plan import Design, Level, Study, Task
 from microgpt.ablate.stats import Paired, holm, mean, mean_interval, sample_std
-from microgpt.config import SWITCHES
 
 LOSSES = ("final_loss", "mean_last_n", "val_loss")  # shown as mean ± sample std over seeds
 SPEEDS = ("steps_per_s", "tokens_per_s", "wall_seconds")  # shown as means over seeds
@@ -55,10 +55,11 @@ def run_row(study: Study, task: Task, record: dict) -> dict:
 def run_diagnostics(record: dict) -> dict:
     """A run's diagnostics in brief (None in scalar mode, or without a sample): the largest
     attention logit over its samples (None too if a sample was non-finite: see
-    `attention_overflowed`), and the output logits' mean and max at the last sample."""
+    `attention_overflowed`, or if none was recorded: a design file without attention), and
+    the output logits' mean and max at the last sample."""
     d = record.get("diagnostics") or {}
     samples = d.get("max_attention_logit") or []
-    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if samples else {}
+    last = {k: d[k][-1] for k in DIAGNOSTICS[1:]} if d.get(DIAGNOSTICS[1]) else {}
     largest = max(samples) if samples and None not in samples else None
     return {"max_attention_logit": largest, **{k: last.get(k) for k in DIAGNOSTICS[1:]}}
 
@@ -99,7 +100,8 @@ def summarize(study: Study, tasks: list[Task], records: list[dict]) -> dict:
             summary = {
                 "level": level.flags(),
                 "design": design.label,
-                "switches": design.flags(),
+                "switches": design.switches(),
+                "axes": design.flags(),
                 "baseline": design == baseline,
                 "seeds": list(seeds),
                 "params": runs[0]["params"],
@@ -223,12 +225,18 @@ def diverged_runs(tasks: list[Task], records: list[dict]) -> list[dict]:
 def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     """The runs whose largest attention logit passed `sweep.ATTENTION_LOGIT_LIMIT` (or became
     non-finite), by level, design and learning rate: how many seeds, and the largest logit
-    (None: non-finite). None when no run has diagnostics (scalar mode)."""
-    measured, over, of = 0, {}, {}
+    (None: non-finite); and the designs whose runs record no attention logit (`unrecorded`: a
+    design file whose forward calls no attention block). None when no run has diagnostics
+    (scalar mode)."""
+    measured, over, of, unrecorded = 0, {}, {}, []
     for task, record in zip(tasks, records):
         if record.get("diagnostics") is None:
             continue
         measured += 1
+        if record["diagnostics"].get("max_attention_logit", []) is None:
+            if task.design.label not in unrecorded:
+                unrecorded.append(task.design.label)
+            continue
         key = (task.level, task.design, task.train.learning_rate)
         of[key] = of.get(key, 0) + 1
         largest = run_diagnostics(record)["max_attention_logit"]
@@ -242,6 +250,7 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
     return {
         "threshold": sweep.ATTENTION_LOGIT_LIMIT,
         "runs": measured,
+        **({"unrecorded": unrecorded} if unrecorded else {}),
         "over": [
             {
                 "level": lv.flags(),
@@ -257,11 +266,14 @@ def attention_growth(tasks: list[Task], records: list[dict]) -> dict | None:
 
 
 def factorial(study: Study) -> bool:
-    """A full factorial of two or more two-valued switches: effects are defined."""
+    """A full factorial of two or more two-valued design axes, every design having every axis
+    (none left out as unused: see `plan.designs_of`): effects are defined."""
+    axes = study.axes
     return (
         study.plan == "full"
-        and len(study.switches) >= 2
-        and all(len(study.varied[n]) == 2 for n in study.switches)
+        and len(axes) >= 2
+        and all(len(study.varied[n]) == 2 for n in axes)
+        and len(study.designs()) == 2 ** len(axes)
     )
 
 
@@ -270,7 +282,7 @@ def _effects(study: Study, level: Level, vals) -> list[tuple]:
 
     Main effect of X: mean val loss of the designs with X changed minus of those with X at the
     baseline. Interaction X × Y: X's effect among the designs with Y changed minus X's effect
-    among those with Y at the baseline. Each averages over the other switches."""
+    among those with Y at the baseline. Each averages over the other axes."""
     if not factorial(study):
         return []
     base = study.baseline.flags()
@@ -288,22 +300,22 @@ def _effects(study: Study, level: Level, vals) -> list[tuple]:
         return [mean([v[s] for v in on]) - mean([v[s] for v in off]) for s in range(n_seeds)]
 
     out = []
-    for x in study.switches:
+    for x in study.axes:
         effect_x = effect(x, lambda d: True)
-        out.append(("main effect", level, _change(x, base), mean_interval(effect_x)))
-    for x, y in itertools.combinations(study.switches, 2):
+        out.append(("main effect", level, _change(study, x), mean_interval(effect_x)))
+    for x, y in itertools.combinations(study.axes, 2):
         with_y = effect(x, lambda d, y=y: changed(d, y))
         without_y = effect(x, lambda d, y=y: not changed(d, y))
         diffs = [a - b for a, b in zip(with_y, without_y)]
-        name = f"{_change(x, base)} × {_change(y, base)}"
+        name = f"{_change(study, x)} × {_change(study, y)}"
         out.append(("interaction", level, name, mean_interval(diffs)))
     return out
 
 
-def _change(name: str, base: dict) -> str:
-    s = SWITCHES[name]
-    other = next(v for v in s.values if v != base[name])
-    return s.label(other)
+def _change(study: Study, name: str) -> str:
+    """The label of a two-valued axis's other value than the baseline's."""
+    base = study.baseline.flags()[name]
+    return study.axis_table()[name].label(next(v for v in study.varied[name] if v != base))
 
 
 def _paired_dict(p: Paired) -> dict:

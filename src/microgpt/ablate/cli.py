@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -17,7 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from microgpt.config import DEFAULT_VARY, TENSOR_DTYPES, ModelConfig, TrainConfig
+from microgpt.ablate.plan import AXES, LEVELS
+from microgpt.config import DEFAULT_VARY, TENSOR_DTYPES, ModelConfig, TrainConfig, number_text
 from microgpt.environment import environment
 from microgpt.errors import UserError
 from microgpt.flags import (
@@ -33,7 +35,6 @@ from microgpt.flags import (
     tensor_options,
     train_args,
 )
-from microgpt.modes import check_train_options
 from microgpt.stall import STALL_TIMEOUT_S
 
 DEFAULT_SEEDS = 5
@@ -45,7 +46,8 @@ def add_ablate_parser(sub) -> None:
         help="compare designs (and sizes) over seeds, paired by seed",
         description="Train every design of a study on the same seeds, data split and data "
         "order; print a table of losses and speed with the seed spread, and each design's "
-        "validation loss against the baseline (the varied switches at their reference values) "
+        "validation loss against the baseline (the varied switches and settings at their "
+        "reference or flag values) "
         "with paired t-intervals, Holm-adjusted when there are several. Default: the seed's "
         f"four designs ({' × '.join(DEFAULT_VARY)}). Writes results.json, results.csv, "
         "loss_curves.png and report.html (all of it on one page) to --out; finished runs are "
@@ -57,9 +59,29 @@ def add_ablate_parser(sub) -> None:
         "--vary",
         action="append",
         metavar="NAME[=V1,V2,...]",
-        help="a design switch (all its values unless listed) or a numeric setting (n_layer, "
-        "n_embd, n_head, block_size, steps, learning_rate, batch_size, z_loss: list required); "
-        f"repeatable (default: {' '.join('--vary ' + n for n in DEFAULT_VARY)})",
+        help=f"a design axis, any switch or training setting ({', '.join(AXES)}): a switch, "
+        "a name or a yes/no over all its values unless listed, a number over its list; or a "
+        f"level ({', '.join(LEVELS)}), a list required; or a design file's setting, "
+        "NAME.SETTING=V1,V2,... (NAME: the file's name); repeatable. A design axis's flag, "
+        "given too, names the baseline's value, one of the listed "
+        f"(default: {' '.join('--vary ' + n for n in DEFAULT_VARY)}; with --design, none)",
+    )
+    g.add_argument(
+        "--design",
+        action="append",
+        metavar="FILE",
+        help="a design file of your own (docs/designs.md): one more design, against the "
+        "built-in model, crossed with the design axes that vary (each switch one the file "
+        "honours), levels, seeds and learning rates; checked in float64 before any run; "
+        "repeatable. Its settings vary as --vary NAME.SETTING=V1,V2 (NAME: the file's name). "
+        "It runs your code: load only files you trust",
+    )
+    g.add_argument(
+        "--design-setting",
+        action="append",
+        metavar="NAME.SETTING=VALUE",
+        help="a design file's setting at a value of your own for every run (default: the "
+        "file's); repeatable",
     )
     g.add_argument(
         "--lr-sweep",
@@ -73,8 +95,8 @@ def add_ablate_parser(sub) -> None:
         "--plan",
         choices=("full", "one-at-a-time"),
         default="full",
-        help="full: every combination of the varied switches (default); one-at-a-time: the "
-        "baseline plus each switch value changed alone. Numeric settings are always crossed",
+        help="full: every combination of the varied design axes (default); one-at-a-time: "
+        "the baseline plus each value of each axis changed alone. Levels are always crossed",
     )
     g.add_argument(
         "--dry-run",
@@ -180,7 +202,15 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_study(args: argparse.Namespace):
     """The study the flags describe; reads the documents (to fingerprint them) and nothing
     else, so every bad flag or input is reported before any run starts."""
-    from microgpt.ablate.plan import Study, default_stack, levels_of, parse_vary, versions
+    from microgpt.ablate.plan import (
+        BUILT_IN,
+        FILE_AXIS,
+        Study,
+        check_study,
+        default_stack,
+        parse_vary,
+        versions,
+    )
     from microgpt.train import read_input
 
     options = tensor_options(args)
@@ -194,29 +224,26 @@ def make_study(args: argparse.Namespace):
             raise UserError(
                 f"unknown --dtype {options.dtype!r}: use one of {', '.join(TENSOR_DTYPES)}"
             )
-    varied = parse_vary(args.vary or list(DEFAULT_VARY))
+    files, set_files = _design_files(args)
+    if files and args.mode != "tensor":
+        from microgpt.modes import SCALAR_DESIGN
+
+        raise UserError(SCALAR_DESIGN)
+    default_vary = [] if files else list(DEFAULT_VARY)  # design files: against the built-in
+    varied = parse_vary(args.vary or default_vary, files)
+    if files:
+        varied = {FILE_AXIS: (BUILT_IN, *(f.name for f in files)), **varied}
+        _given_file_settings(files, set_files, varied)
     fixed_model, fixed_train = model_args(args), train_args(args)
     lrs = _lr_sweep(args.lr_sweep, varied, fixed_train)
     # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
     # several seconds, so a study makes it only when --eval-docs asks
     fixed_train.setdefault("eval_docs", 0)
-    for name in varied:
-        if name in fixed_model or name in fixed_train:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} is fixed and varied: give {flag} or --vary {name}, not both")
+    given = _given(varied, fixed_model, fixed_train)
     defaults = ModelConfig(vocab_size=2, **fixed_model)  # validates the flags
     fixed = {k: getattr(defaults, k) for k in SIZE_FLAGS}
     fixed |= {k: v for k, v in defaults.design().items() if k not in varied}
     tc = TrainConfig(**fixed_train)
-    check_train_options(args.mode, tc)
-    for level in levels_of(varied):  # every level must make a valid model and schedule
-        knobs = level.flags()
-        ModelConfig(
-            vocab_size=2, **{**fixed, **{k: v for k, v in knobs.items() if k in SIZE_FLAGS}}
-        )
-        for lr in lrs or (tc.learning_rate,):
-            train_knobs = {k: v for k, v in knobs.items() if k not in SIZE_FLAGS}
-            replace(tc, **{"learning_rate": lr, **train_knobs})
     if args.log_every and args.mode != "tensor":
         raise UserError("--log-every samples tensor mode's diagnostics: scalar mode has none")
     if lrs and tc.val_docs < 2:
@@ -225,7 +252,7 @@ def make_study(args: argparse.Namespace):
             f"reports it on the other: give --val-docs 2 or more, not {tc.val_docs}"
         )
     seeds = args.seed_list or tuple(range(args.seeds or DEFAULT_SEEDS))
-    _, tokenizer, fingerprint = read_input(args.input, tc.data)
+    docs, tokenizer, fingerprint = read_input(args.input, tc.data)
     study = Study(
         mode=args.mode,
         model_args=fixed,
@@ -240,7 +267,12 @@ def make_study(args: argparse.Namespace):
         plan=args.plan,
         lrs=lrs,
         log_every=args.log_every,
+        given=given,
+        files=files,
     )
+    check_study(study)
+    if files:
+        study = replace(study, checked=_check_files(study, docs, tokenizer))
     if args.mode != "tensor" or args.no_stack:
         return study
     if args.stack_size:
@@ -251,6 +283,113 @@ def make_study(args: argparse.Namespace):
 
         device = check_tensor_options(options).split(",")[0]  # where it will run: cuda, mps...
     return replace(study, stack=default_stack(study, device))
+
+
+def _given(varied: dict, fixed_model: dict, fixed_train: dict) -> dict:
+    """The flags given (or set by --config) for varied settings, taken out of `fixed_model`
+    and `fixed_train`: a design axis's flag names the baseline's value, and must be one of the
+    listed values (else it would be silently dropped); a level's flag is an error."""
+    given = {}
+    for name, values in varied.items():
+        flags = fixed_model if name in fixed_model else fixed_train
+        if name not in flags:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name not in AXES:
+            raise UserError(f"{flag} is fixed and varied: give {flag} or --vary {name}, not both")
+        value = flags.pop(name)
+        if value not in values:
+            listed = ",".join(map(_written, values))
+            raise UserError(
+                f"{flag} {_written(value)} is not among --vary {name}={listed}: list it to make "
+                f"it the baseline, or leave {flag} out (--config sets it too)"
+            )
+        given[name] = value
+    return given
+
+
+def _written(value: object) -> str:
+    """A value as a command line writes it: `true`, `0.1`, `wsd`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return number_text(value) if isinstance(value, (int, float)) else str(value)
+
+
+def _design_files(args: argparse.Namespace) -> tuple[tuple, set[str]]:
+    """The --design files as a study's `plan.StudyFile`s, in the order given, each with its
+    settings' values (its defaults, or --design-setting's); and the settings --design-setting
+    gave (`NAME.SETTING`)."""
+    from microgpt.ablate.plan import StudyFile
+    from microgpt.design import load
+
+    paths = args.design or []
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice is not None:
+        raise UserError(f"--design {twice} is given twice: give each design file once")
+    files = [load(path) for path in paths]
+    by_name = {}
+    for f in files:
+        if f.name in by_name:
+            raise UserError(
+                f"design files {by_name[f.name].path} and {f.path} are both named {f.name!r}: "
+                'give one of them another name (name = "..." in it)'
+            )
+        by_name[f.name] = f
+    values: dict[str, dict[str, str]] = {}
+    for spec in args.design_setting or []:
+        name, eq, text = spec.partition("=")
+        file, dot, setting = name.strip().rpartition(".")
+        if not (eq and dot and file and setting and text.strip()):
+            raise UserError(
+                f"--design-setting {spec!r}: write NAME.SETTING=VALUE, NAME a --design file's "
+                "name, e.g. softcap.cap=30"
+            )
+        if file not in by_name:
+            given = ", ".join(by_name) or "none"
+            raise UserError(f"--design-setting {spec}: no --design file is named {file!r} "
+                            f"(given: {given})")  # fmt: skip
+        values.setdefault(file, {})[setting] = text
+    out = tuple(
+        StudyFile(
+            f.name, f.module.__file__, f.sha256, f.switches,
+            tuple(f.resolve(values.get(f.name)).items()),
+        )
+        for f in files
+    )  # fmt: skip
+    return out, {f"{file}.{setting}" for file, given in values.items() for setting in given}
+
+
+def _given_file_settings(files: tuple, set_files: set[str], varied: dict) -> None:
+    """A design file's setting given by --design-setting and varied too names the value its
+    designs take first, as a design axis's flag names the baseline's: one of the listed."""
+    for f in files:
+        for setting, value in f.settings:
+            name = f"{f.name}.{setting}"
+            if name in set_files and name in varied and value not in varied[name]:
+                listed = ",".join(map(_written, varied[name]))
+                raise UserError(
+                    f"--design-setting {name}={_written(value)} is not among --vary "
+                    f"{name}={listed}: list it, or leave --design-setting {name} out"
+                )
+
+
+def _check_files(study, docs: list[str], tokenizer) -> dict:
+    """Each design file checked (`design_check.check`) in every model and with every setting
+    and dropout the study runs it with, on the first documents of the input: `Study.checked`."""
+    from microgpt.ablate.plan import checked_key
+    from microgpt.design import load
+    from microgpt.tensor.design_check import check_once
+    from microgpt.train import check_docs
+
+    texts = check_docs(docs, tokenizer, study.train.data)
+    out = {}
+    for name, values, model, dropout in study.file_checks():
+        design = load(study.file(name).path)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, **model)
+        # with its runs' dropout, the runs-apart check again with dropout on
+        checked = check_once(design, config, design.resolve(values), texts, dropout=dropout)
+        out[checked_key(name, values, model)] = (tuple(checked.shapes), checked.num_params)
+    return out
 
 
 def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float, ...] | None:
@@ -274,12 +413,32 @@ def _lr_sweep(text: str | None, varied: dict, fixed_train: dict) -> tuple[float,
 
 def _warn_of_warmup(study) -> None:
     """One warning line for the study if a warm-up outlasts its shortest runs (see
-    `schedule.warmup_warning`)."""
+    `schedule.warmup_warning`): the longest warm-up of its designs, the fewest steps of its
+    levels."""
     from microgpt.schedule import warmup_warning
 
-    steps = min(level.flags().get("steps", study.train.steps) for level in study.levels())
-    if note := warmup_warning(study.train.warmup_steps, steps):
+    trains = [study.configs(lv, d, None)[1] for lv in study.levels() for d in study.designs()]
+    warmup, steps = max(t.warmup_steps for t in trains), min(t.steps for t in trains)
+    if note := warmup_warning(warmup, steps):
         print(f"microgpt: warning: {note}", file=sys.stderr)
+
+
+def describe_files(study) -> list[str]:
+    """A line per design file: which, its version, and where it was checked."""
+    from microgpt.design import shown
+
+    lines = []
+    for f in study.files:
+        checks = [c for c in study.file_checks() if c[0] == f.name]
+        params = sorted({n for k, (_, n) in study.checked.items() if json.loads(k)[0] == f.name})
+        counts = ", ".join(f"{n:,}" for n in params)
+        lines.append(
+            f"design file {shown(f.path)}: {f.name}, sha256 {f.sha256[:12]}, {counts} parameters; "
+            f"{len(checks)} check{'s' if len(checks) > 1 else ''} in float64 (each size and "
+            "setting it runs with) passed: finite, deterministic, causal, documents and runs "
+            "apart"
+        )
+    return lines
 
 
 def describe(study, jobs: int, out: Path, ranks: int = 1) -> str:
@@ -347,6 +506,9 @@ def _ablate(args: argparse.Namespace, world, group) -> int:
     out = Path(args.out or study.default_out())
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
+    if world.main:
+        for line in describe_files(study):
+            print(line, flush=True)
     if args.dry_run:
         print(describe(study, jobs, out), flush=True)
         print(dry_run(study, out, jobs))

@@ -215,6 +215,8 @@ def _html(table: Table, first: bool) -> str:
         note = (f"{tag}: the baseline of every comparison. " if tag else "") + table.note
         note += f" Bold: {table.key_note}." if table.key_note else ""
         out.append(f"<p class=note>{_e(note)}</p>")
+    if table.caveat:
+        out.append(f"<p class=caveat>{_e(table.caveat)}</p>")
     return "\n".join(out)
 
 
@@ -395,6 +397,8 @@ h3{font-size:1rem;margin:1.3rem 0 .3rem}
 p{margin:.35rem 0 .6rem;max-width:80ch}
 .lead{color:var(--muted);margin-bottom:1rem}
 .note{color:var(--muted);font-size:.86rem}
+.caveat{font-size:.86rem;padding:6px 12px;background:var(--mixed-bg);color:var(--mixed);
+border-radius:6px}
 code{font:.9em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:8px 16px;
 margin:0;padding:12px 16px;background:var(--soft);border-radius:8px}

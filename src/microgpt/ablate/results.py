@@ -22,8 +22,8 @@ from pathlib import Path
 
 from microgpt import tensorfile
 from microgpt.ablate.analysis import DIAGNOSTICS, FIGURES, HALVES, LOSSES, SPEEDS, run_row
-from microgpt.ablate.plan import Level, Study, Task
-from microgpt.config import SWITCHES
+from microgpt.ablate.plan import AXES, DEFAULTS, Level, Study, Task
+from microgpt.config import SETTINGS, in_use
 from microgpt.errors import UserError
 
 # writing ----------------------------------------------------------------------------------------
@@ -33,7 +33,8 @@ DIAGNOSTICS_NOTE = (
     "held-out documents (diagnostics.docs of them): max_attention_logit, the largest q·k/sqrt(D) "
     "before the softmax over every layer, head and real query and the keys it may see; "
     "logit_mean and logit_max, the output logits' over every real position and the vocabulary. "
-    "Scalar mode: none (null)."
+    "Scalar mode: none (null). A design file whose forward calls no attention block of "
+    "microgpt.tensor.blocks: max_attention_logit null (not recorded)."
 )
 
 
@@ -50,7 +51,8 @@ def to_json(
         run = {
             **row,
             "level": task.level.flags(),
-            "switches": task.design.flags(),
+            "switches": task.design.switches(),
+            "axes": task.design.flags(),
             "val_docs": record["val_docs"],
             "diverged": record.get("diverged"),
             "diagnostics": record.get("diagnostics"),
@@ -61,6 +63,9 @@ def to_json(
             "losses": record["losses"],
             "stack_size": record.get("stack_size", 1),  # trained in a stack of this many runs
         }
+        if study.files:  # the design file it ran (None: the built-in model)
+            run["design_file"] = task.design_run.name if task.design_run else None
+            run["design_settings"] = task.design_run.values() if task.design_run else None
         if study.sweep:
             run["halves"] = record.get("halves")
         runs.append(run)
@@ -231,6 +236,7 @@ SCHEMA = {
             {
                 "threshold": FINITE,
                 "runs": int,
+                "unrecorded": May([str]),  # designs that record no attention logit
                 "over": [{**WHERE, "seeds": int, "of": int, "largest": Opt(NUMBER)}],
             }
         )
@@ -389,8 +395,10 @@ class Results:
         return next((d["design"] for d in self.designs if d["baseline"]), None)
 
     def baseline_name(self) -> str:
-        """ "reference" when every switch of the baseline is the reference algorithm's."""
-        return baseline_name({**self.settings["model"], **self.settings["baseline"]})
+        """ "reference" when every design axis of the baseline is the reference algorithm's
+        (a file written before settings were axes: its "baseline" holds only switches)."""
+        s = self.settings
+        return baseline_name({**s["model"], **s["train"], **s["baseline"]})
 
     @property
     def lr_sweep(self) -> dict | None:
@@ -510,7 +518,13 @@ def read(path: str | Path) -> Results:
 
 
 def baseline_name(design: dict) -> str:
-    """ "reference" when every switch of the baseline `design` (its varied and fixed switches,
-    name: value) is the reference algorithm's."""
-    reference = all(design.get(n) == s.reference for n, s in SWITCHES.items())
+    """ "reference" when every design axis (`plan.AXES`) of the baseline `design` (its varied
+    and fixed values, name: value; one missing takes its default) that it uses is the
+    reference algorithm's: every switch, the optimizer, the schedule..."""
+    values = {**DEFAULTS, **design}
+    reference = all(
+        values[n] == a.default
+        for n, a in AXES.items()
+        if n not in SETTINGS or in_use(SETTINGS[n], values)
+    )
     return "reference" if reference else "baseline"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from microgpt.ablate import worker
-from microgpt.ablate.plan import Study, Task, run_bytes, stacks
+from microgpt.ablate.plan import Study, Task, run_bytes, stack_key, stack_split, stacks
 from microgpt.ablate.progress import RunsProgress
 from microgpt.errors import UserError
 from microgpt.stall import STALL_TIMEOUT_S
@@ -60,45 +60,62 @@ def load_saved(task: Task) -> dict | None:
 
 
 def dry_run(study: Study, out_dir: str | Path, jobs: int, probe_steps: int = 5) -> str:
-    """The plan, without training: every stack (or run) to train and every saved run, with a
-    rough time for each, from `probe_steps` timed steps of the baseline design's stack of that
-    size at each level, in this process."""
+    """The plan, without training: every stack (or run) to train and every saved run, with its
+    design's parameter count and a rough time, from `probe_steps` timed steps of the first
+    stack of each kind (its key, `plan.stack_key`, and size: Muon's steps cost more than
+    AdamW's, a design file's more than the built-in net's), in this process; and what splits
+    the stacks."""
     tasks = study.tasks(out_dir)
     todo = [t for t in tasks if load_saved(t) is None]
     to_run = stacks_to_train(study, tasks, {t.path for t in todo}, jobs, io.StringIO())
-    seconds_per_step = {}  # (level, stack size) -> seconds a step of the stack
+    seconds_per_step = {}  # (stack key, stack size) -> seconds a step of the stack
     worker.set_threads(_threads(study))
     for stack in to_run:
-        key = (stack[0].level, len(stack))
-        if key in seconds_per_step:
-            continue
-        baseline = [t for t in tasks if t.level == key[0] and t.design == study.baseline]
-        seconds_per_step[key] = _probe((baseline * len(stack))[: len(stack)], probe_steps)
-    width = max([64, *(len(Path(s[0].path).stem) + 24 for s in to_run)])
-    lines = [f"{'to train':<{width}}  runs  about"]
+        key = (stack_key(stack[0]), len(stack))
+        if key not in seconds_per_step:
+            seconds_per_step[key] = _probe(stack, probe_steps)
+    names = [_stack_name(stack) for stack in to_run]
+    width = max([64, *(len(name) + 2 for name in names)])
+    lines = [f"{'to train':<{width}}  runs  {'params':>7}  about"]
     work = 0.0
-    for stack in to_run:
-        seconds = stack[0].train.steps * seconds_per_step[stack[0].level, len(stack)]
+    for stack, name in zip(to_run, names):
+        seconds = stack[0].train.steps * seconds_per_step[stack_key(stack[0]), len(stack)]
         work += seconds
-        name = Path(stack[0].path).stem
-        if len(stack) > 1:
-            rate = f"lr{stack[-1].lr:g}-" if study.sweep else ""
-            name = f"{name} … {rate}seed{stack[-1].seed}"
-        lines.append(f"{name:<{width}}  {len(stack):>4}  {seconds:.1f} s")
+        params = f"{stack[0].params:,}" if stack[0].params is not None else "-"
+        lines.append(f"{name:<{width}}  {len(stack):>4}  {params:>7}  {seconds:.1f} s")
     saved = [t for t in tasks if t not in todo]
     if saved:
         lines += ["", f"saved ({len(saved)}):"]
         lines += [f"{Path(t.path).stem}" for t in saved]
     workers = max(1, min(jobs, len(to_run)))
-    in_stacks = f", in {len(to_run)} stacks" if any(len(s) > 1 for s in to_run) else ""
+    in_stacks = ""
+    if any(len(s) > 1 for s in to_run):
+        in_stacks = f", in {len(to_run)} stack{'s' if len(to_run) > 1 else ''}"
     lines.append("")
+    if study.stack > 1:
+        split, within = stack_split(study)
+        lines.append(
+            f"stacks split by: {', '.join(split) or 'nothing that varies'}; "
+            f"within a stack the runs differ in: {', '.join(within)}"
+        )
     lines.append(
         f"{len(todo)} of {len(tasks)} runs to train{in_stacks}; about "
         f"{work / workers:.0f} s with {workers} worker{'s' if workers > 1 else ''} (from "
-        f"{probe_steps} timed steps of the baseline at each level and stack size; validation "
-        "and start-up not included)"
+        f"{probe_steps} timed steps of each kind of stack; validation and start-up not "
+        "included)"
     )
     return "\n".join(lines)
+
+
+def _stack_name(stack: list[Task]) -> str:
+    """Its first run's file name, and for several runs what names its last after what the
+    two share: `run-qk-norm-seed0 … seed4`, `run-adamw-lr0.001-seed0 … lr0.1-seed4`."""
+    first, last = stack[0].parts, stack[-1].parts
+    name = Path(stack[0].path).stem
+    if len(stack) == 1:
+        return name
+    same = next(i for i, (a, b) in enumerate(zip(first, last)) if a != b)
+    return f"{name} … {'-'.join(last[same:])}"
 
 
 def _probe(tasks: list[Task], steps: int) -> float:
@@ -108,7 +125,7 @@ def _probe(tasks: list[Task], steps: int) -> float:
 
     from microgpt.train import open_loop, prepare
 
-    prepared = [prepare(t.input_path, t.model_args, t.train) for t in tasks]
+    prepared = [prepare(t.input_path, t.model_args, t.train, t.design_run) for t in tasks]
     trains = [replace(t.train, steps=max(t.train.steps, steps + 1)) for t in tasks]
     preps = [prep for _, prep in prepared]
     loop = open_loop(tasks[0].mode, prepared[0][0], trains, preps, tasks[0].tensor)
@@ -194,6 +211,9 @@ def run_tasks(
     except WorkerError as e:
         progress.close()
         raise UserError(f"{e}; {resume.format(len(records))}") from None
+    except UserError as e:  # a run's error (its design file's code failed, say)
+        progress.close()
+        raise type(e)(f"{e}; {resume.format(len(records))}") from None
     progress.close()
     return workers
 

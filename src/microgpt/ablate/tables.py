@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from microgpt.ablate.plan import Level
+from microgpt.ablate.plan import BUILT_IN, FILE_AXIS, Level
 from microgpt.ablate.results import Results
 
 
@@ -45,7 +45,8 @@ class Table:
     numbers, which plain text aligns on the right (labels and figures with an aside it aligns
     on the left, so that the ± line up; the page aligns every figure on the right).
     `heading`: a heading above it (the page's), `title`: what it shows, before it; `note`: how
-    to read it, after it; `key_note`: which figures are its key ones (the page's bold)."""
+    to read it, after it; `key_note`: which figures are its key ones (the page's bold);
+    `caveat`: a warning on what it compares, after it at every level (not only the first)."""
 
     kind: str
     header: tuple[str, ...]
@@ -55,6 +56,7 @@ class Table:
     title: str = ""
     note: str = ""
     key_note: str = ""
+    caveat: str = ""
 
     @property
     def verdicts(self) -> bool:
@@ -250,7 +252,8 @@ def comparison_tables(results: Results, level: Level) -> list[Table] | None:
     differences = [c for c in mine if c["kind"] in ("difference", "sensitivity")]
     effects = [c for c in mine if c["kind"] not in ("difference", "sensitivity")]
     title = comparison_title(len(results.seeds), results.adjustment, name, sweep)
-    tables = [comparison_table(differences, name, "design", f"Against the {name}", title)]
+    against = comparison_table(differences, name, "design", f"Against the {name}", title)
+    tables = [replace(against, caveat=params_caveat(designs, listed=sweep))]
     if effects:
         note = effects_note(sweep)
         tables.append(comparison_table(effects, name, "effect", "Factorial effects", note))
@@ -273,6 +276,37 @@ def comparison_table(comparisons: list[dict], name: str, first: str, heading: st
     header = (first, "mean diff", "interval", "level", "p", "verdict")
     numbers = frozenset({1, 3, 4})
     return Table("comparisons", header, tuple(rows), numbers, heading, title)
+
+
+def params_caveat(designs: list[dict], listed: bool = False) -> str:
+    """A warning when a design file's design at a level (its summary) has another parameter
+    count than the built-in model with the same values of the other axes (empty when none
+    has): then a comparison is not of the design alone. A built-in switch that adds or drops
+    weights is not warned of (a tied head drops lm_head: those weights are the design
+    question, and the params column shows them). `listed`: name each count (a sweep's tables
+    have no params column)."""
+    apart = []
+    for d in designs:
+        axes = d.get("axes") or {}  # none in a file written before design files
+        file = axes.get(FILE_AXIS, BUILT_IN)
+        if file == BUILT_IN:
+            continue
+        own = {k: v for k, v in axes.items() if k != FILE_AXIS and not k.startswith(f"{file}.")}
+        twin = next((t for t in designs if t.get("axes") == {**own, FILE_AXIS: BUILT_IN}), None)
+        if twin is not None and twin["params"] != d["params"]:
+            apart.append((d, twin))
+    if not apart:
+        return ""
+    if listed:
+        which = "; ".join(
+            f"{d['design']} {d['params']:,} against {t['design']} {t['params']:,}" for d, t in apart
+        )
+    else:
+        which = f"{', '.join(d['design'] for d, _ in apart)}: the params column"
+    return (
+        f"Not like for like: the designs' parameter counts differ ({which}), so a difference "
+        "may come from the weights a design file adds or drops, not from the design alone."
+    )
 
 
 def comparison_title(n: int, adjustment: dict, name: str, sweep: bool = False) -> str:
@@ -300,8 +334,8 @@ def comparison_title(n: int, adjustment: dict, name: str, sweep: bool = False) -
 def effects_note(sweep: bool) -> str:
     on = "the report-half loss at each design's best lr" if sweep else "val loss"
     return (
-        f"Factorial effects on {on}, per seed and averaged over the other switches: a main "
-        "effect is the mean over the designs with that switch changed minus over those "
+        f"Factorial effects on {on}, per seed and averaged over the others: a main effect "
+        "is the mean over the designs with that switch or setting changed minus over those "
         "without; an interaction X × Y is X's effect with Y changed minus X's effect "
         "without Y changed."
     )
@@ -428,8 +462,16 @@ def growth_note(results: Results) -> str:
     if not d:
         return ""
     limit = f"{d['threshold']:g}"
+    unrecorded = d.get("unrecorded") or []
+    none = ""
+    if unrecorded:
+        none = (
+            f" {', '.join(unrecorded)} record{'s' if len(unrecorded) == 1 else ''} no "
+            "attention logit: a design file's forward that calls no attention block of "
+            "microgpt.tensor.blocks has none to sample ('-' in the tables)."
+        )
     if not d["over"]:
-        return f"Attention logits: no run's largest attention logit passed {limit}."
+        return f"Attention logits: no run's largest attention logit passed {limit}.{none}"
     groups: dict[str, list[dict]] = {}
     for o in d["over"]:
         groups.setdefault(_where(o, lr=False), []).append(o)
@@ -442,7 +484,7 @@ def growth_note(results: Results) -> str:
     return (
         f"Attention logits past {limit} (the largest q·k/sqrt(D) before the softmax, sampled "
         f"through training on the first held-out documents), where and at which rates (in "
-        f"every seed unless said): {'; '.join(places)}."
+        f"every seed unless said): {'; '.join(places)}.{none}"
     )
 
 

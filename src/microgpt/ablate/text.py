@@ -53,6 +53,8 @@ def _table(table: Table, first: bool) -> list[str]:
     if explained and table.note:
         tag = next((row.tag for row in table.rows if row.tag), "")
         lines += _wrap((f"* {tag} design. " if tag else "") + table.note)
+    if table.caveat:
+        lines += _wrap(table.caveat)
     return lines
 
 

@@ -181,9 +181,14 @@ def run_stack(tasks: list[Task], on_step=None, on_progress=None) -> list[dict]:
     except UserError as e:
         raise UserError(f"{tasks[0].label}: {e}") from None
     trains = [t.train for t in tasks]
-    results = train_stack(
-        config, trains, preps, tasks[0].tensor, step_done, studies, on_progress=on_progress
-    )
+    try:
+        results = train_stack(
+            config, trains, preps, tasks[0].tensor, step_done, studies, on_progress=on_progress
+        )
+    except PeerError:  # another rank failed: not this stack's doing
+        raise
+    except UserError as e:  # say which stack, e.g. whose design file failed
+        raise UserError(f"{tasks[0].label}: {e}") from None
     env = environment(_Placed(tasks[0].tensor))
     wall = time.perf_counter() - start
     out = []
@@ -214,7 +219,7 @@ def in_study(task: Task, prep) -> InStudy:
 
 
 def _prepare(task: Task):
-    config, prep = prepare(task.input_path, task.model_args, task.train)
+    config, prep = prepare(task.input_path, task.model_args, task.train, task.design_run)
     if prep.fingerprint != task.fingerprint:
         raise UserError(f"input {task.input_path} changed while the ablation ran: run again")
     return config, prep
@@ -229,10 +234,11 @@ def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
     out = {
         "settings": task.settings,
         "level": task.level.flags(),
-        "switches": task.design.flags(),
+        "switches": task.design.switches(),
+        "axes": task.design.flags(),  # every design axis it has, the switches too
         "seed": task.seed,
         "learning_rate": task.train.learning_rate,
-        "params": config.num_params(),
+        "params": config.num_params() if result.params is None else result.params,
         "final_loss": None if ended else result.losses[-1],
         "val_loss": result.val_loss,
         "val_docs": min(task.train.val_docs, len(prep.split.val)),
@@ -272,7 +278,8 @@ def record(task: Task, config, prep, result, env: dict, wall: float) -> dict:
 
 def diagnostics(samples: list[tuple], every: int, docs: int) -> dict:
     """A run's diagnostic samples (step, largest attention logit, output logits' mean and max)
-    as lists; a non-finite value as None (JSON has no NaN)."""
+    as lists; a non-finite value as None (JSON has no NaN). A design file whose forward calls
+    no attention block records no attention logit: `max_attention_logit` is then None."""
 
     def finite(x: float) -> float | None:
         return x if math.isfinite(x) else None
@@ -280,7 +287,9 @@ def diagnostics(samples: list[tuple], every: int, docs: int) -> dict:
     steps = [s[0] for s in samples]
     out = {"every": every, "docs": docs, "steps": steps}
     for k, name in enumerate(("max_attention_logit", "logit_mean", "logit_max"), start=1):
-        out[name] = [finite(s[k]) for s in samples]
+        out[name] = [finite(s[k]) if s[k] is not None else None for s in samples]
+    if samples and all(s[1] is None for s in samples):
+        out["max_attention_logit"] = None  # not recorded, which is not non-finite
     return out
 
 

@@ -97,12 +97,13 @@ class TensorGPT(FlatState):
         return total, self.packer.divisor(docs, per_token=True)
 
     @torch.no_grad()
-    def diagnostics(self, docs: list[list[int]]) -> tuple[float, float, float]:
+    def diagnostics(self, docs: list[list[int]]) -> tuple[float | None, float, float]:
         """The instability diagnostics of Wortsman et al. 2023 on `docs` (one forward pass, no
         dropout, no update): the largest attention logit q·k / sqrt(D) before the softmax, over
-        every layer, head and real query position and the keys it may see; and the output
-        logits' mean and max over every real position and the vocabulary (the logits the loss
-        sees: soft-capped with --logit-softcap, so their max stays below the cap)."""
+        every layer, head and real query position and the keys it may see (None when the net
+        records no attention: a design file whose forward calls no attention block); and the
+        output logits' mean and max over every real position and the vocabulary (the logits the
+        loss sees: soft-capped with --logit-softcap, so their max stays below the cap)."""
         self._refresh_compute_weights()
         batch = self._probes.get(id(docs), (None, None))[1]
         if batch is None or self._probes[id(docs)][0] is not docs:
@@ -113,9 +114,12 @@ class TensorGPT(FlatState):
         acts = Activations()  # given, so that the forward keeps q and k
         x = self.net.forward(batch, self.views, acts)
         real = batch.weights.view(-1) > 0  # (N,) padding weighs 0
-        largest = max(max_attention_logit(a.q, a.k, batch.mask, real) for a in acts.attention)
+        largest = max(
+            (max_attention_logit(a.q, a.k, batch.mask, real).item() for a in acts.attention),
+            default=None,
+        )
         logits = self.net.logits(x, self.views)[real]  # (real N, V)
-        return largest.item(), logits.mean().item(), logits.max().item()
+        return largest, logits.mean().item(), logits.max().item()
 
     @torch.no_grad()
     def logits(self, tokens: list[int]) -> list[float]:

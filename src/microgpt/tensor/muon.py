@@ -57,7 +57,15 @@ class FlatMuon:
     `momentum` is a full-layout buffer too, 0 outside Muon's matrices, so that a stack's run is
     a row of every buffer (`momentum[s]`, `m[s]`, `v[s]`) as with `FlatAdam`."""
 
-    def __init__(self, layout: FlatLayout, params: Tensor, grads: Tensor, train: TrainConfig):
+    def __init__(
+        self,
+        layout: FlatLayout,
+        params: Tensor,
+        grads: Tensor,
+        train: TrainConfig,
+        muon: dict[str, bool] | None = None,
+    ):
+        """`muon`: the matrices whose group a design file declares (`muon_matrices`)."""
         self.layout, self.params, self.grads = layout, params, grads
         self.beta = train.muon_momentum
         self.weight_decay, self.grad_clip = train.weight_decay, train.grad_clip
@@ -65,7 +73,7 @@ class FlatMuon:
         self.momentum = torch.zeros_like(params)
         self.m = torch.zeros_like(params)  # AdamW's moments, over the whole layout
         self.v = torch.zeros_like(params)
-        self.names = muon_matrices(layout.shapes)
+        self.names = muon_matrices(layout.shapes, muon)
         # AdamW: one FlatAdam per run of adjacent non-Muon matrices (at the reference: wte, wpe
         # and lm_head, the first three), without the clip and the decay, which `update` applies
         # to the whole buffer first in FlatAdam's own order and arithmetic

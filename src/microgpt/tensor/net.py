@@ -123,6 +123,7 @@ class GPTNet:
     """microGPT's forward and backward for a `ModelConfig`, on a `Placement`'s dtypes."""
 
     embeddings = ("wte", "wpe")  # the matrices whose rows are looked up by token or position
+    muon = None  # with --optimizer muon, Muon's matrices by name (`microgpt.muon.muon_matrices`)
 
     def __init__(self, config: ModelConfig, placement: Placement):
         self.config = config

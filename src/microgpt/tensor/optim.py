@@ -16,13 +16,20 @@ from microgpt.config import GRAD_CLIP_EPS, TrainConfig
 from microgpt.tensor.params import FlatLayout
 
 
-def make_optimizer(layout: FlatLayout, params: Tensor, grads: Tensor, train: TrainConfig):
+def make_optimizer(
+    layout: FlatLayout,
+    params: Tensor,
+    grads: Tensor,
+    train: TrainConfig,
+    muon: dict[str, bool] | None = None,
+):
     """The optimizer of `train` over `params` and `grads` (laid out by `layout`): Adam(W), or
-    Muon on the hidden matrices with Adam(W) on the rest (`muon.FlatMuon`)."""
+    Muon on the hidden matrices with Adam(W) on the rest (`muon.FlatMuon`); `muon`: the
+    matrices whose group a design file declares (`microgpt.muon.muon_matrices`)."""
     if train.optimizer == "muon":
         from microgpt.tensor.muon import FlatMuon
 
-        return FlatMuon(layout, params, grads, train)
+        return FlatMuon(layout, params, grads, train, muon)
     return FlatAdam(params, grads, train)
 
 

@@ -3,9 +3,11 @@
 `FlatState` holds them for one run (buffers (numel,), no run axis: `model.TensorGPT`) or for a
 stack of S runs ((S, numel), one run a row: `stack.Stack`). It knows its net only by what
 `net.GPTNet` offers: `layout` (a `params.FlatLayout` of name: shape), `views(flat, grad, rows)`
-and `loss_and_grad(batch, views, drop, z_loss)`; evaluation adds `forward` and `logits`, and a
-stack `embeddings` (the matrices looked up by row). Another net with those reuses everything
-here. Its optimizer it knows only by `optim.make_optimizer`, `update(lrs, step)` and `state()`.
+and `loss_and_grad(batch, views, drop, z_loss)`; evaluation adds `forward` and `logits`, a
+stack `embeddings` (the matrices looked up by row), and Muon `muon` (None: its matrices chosen
+by name). Another net with those reuses everything here: a design file's
+(`design_net.DesignNet`). Its optimizer it knows only by `optim.make_optimizer`,
+`update(lrs, step)` and `state()`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class FlatState:
         like = {"device": p.device, "dtype": p.master_dtype}
         self.grad_and_loss = torch.zeros(self.flat.numel() + 1, **like)
         self.grad = self.grad_and_loss[:-1].view(self.flat.shape)
-        self.optimizer = make_optimizer(self.layout, self.flat, self.grad, self.train_config)
+        self.optimizer = make_optimizer(
+            self.layout, self.flat, self.grad, self.train_config, self.net.muon
+        )
         self._compute_flat = self.flat
         if p.compute_dtype != p.master_dtype:  # bfloat16: a compute copy, refreshed every step
             self._compute_flat = torch.empty_like(self.flat, dtype=p.compute_dtype)
