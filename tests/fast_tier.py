@@ -49,7 +49,7 @@ FAST = (
     "test_stack.py::test_a_stack_refuses_runs_that_differ_in_more_than_seed_and_learning_rate",
     "test_stack.py::test_a_stack_takes_runs_that_differ_in_seed_learning_rate_and_min_lr",
     "test_stack.py::test_a_stack_refuses_mismatched_or_no_runs",
-    "test_stack.py::test_a_stack_steps_adam_in_chunks_each_run_at_its_own_rate",
+    "test_stack.py::test_a_stack_steps_adam_each_run_at_its_own_rate",
     "test_stack.py::test_runs_diverging_at_different_steps_leave_a_stack_in_order",
     "test_train.py::test_a_stacks_halves_and_diagnostics_are_its_runs_alone",
     # design files: the reference as a file is the hand-written model; checks; the commands

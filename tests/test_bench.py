@@ -1,6 +1,7 @@
 """The benchmark scripts still run (a few steps each): they import the package's internals."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,16 @@ def test_stack_speed_runs():
         assert scenario["solo"]["run_steps_per_s"] > 0
         assert set(scenario["stacks"]) == {"1", "3"}
         assert all(row["vs_solo"] > 0 for row in scenario["stacks"].values())
-    assert "goal" not in summary  # R = 20 was not measured
+    goals = {goal["what"]: goal for goal in summary["goals"]}  # R = 1 and the marginal run
+    assert len(goals) == 2 and all(isinstance(g["met"], bool) for g in goals.values())
+
+
+def test_study_speed_runs():
+    pytest.importorskip("torch")
+    out = run("bench/study_speed.py", "--scenarios", "fixed", "--repeats", "1")
+    summary = json.loads(out.strip().splitlines()[-1])
+    new = summary["fixed"]["builds"]["new"]
+    assert math.isfinite(new["value"]) and isinstance(new["goal_met"], bool)
 
 
 def test_muon_speed_runs():

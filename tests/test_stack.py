@@ -35,7 +35,7 @@ from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.init import Matrix  # noqa: E402
 from microgpt.modes import TensorOptions  # noqa: E402
 from microgpt.schedule import lr_at  # noqa: E402
-from microgpt.tensor import Stack, TensorGPT, optim  # noqa: E402
+from microgpt.tensor import Stack, TensorGPT, net  # noqa: E402
 from microgpt.train import InStudy, prepare, token_data, train, train_stack  # noqa: E402
 
 LOSS_REL = 1e-12  # a step's loss, relative to the solo run's
@@ -196,6 +196,41 @@ def test_each_step_of_a_stack_is_its_runs_solo_step(design, batch):
     assert clipped, "no run ever clipped: the test does not test clipping"
 
 
+@pytest.mark.parametrize("design", ["reference", "all"])
+def test_weight_gradients_written_in_place_are_the_same(design, monkeypatch):
+    """A large matrix's gradient is written by the batched product straight into the stack's
+    gradient (`net.OUT_MIN`; the reference's are all small): with every matrix written so,
+    each of 30 steps, teacher-forced, is each run's solo step, loss, weights and moments."""
+    monkeypatch.setattr(net, "OUT_MIN", 1)
+    runs = make_runs(DESIGNS[design], 8, 30, **REGULARISED)
+    stack, solos = runs.stack(), runs.solos()
+    for step in range(30):
+        for s, solo in enumerate(solos):
+            force(stack, s, solo)
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        got = stack.stack_step(docs, lrs)
+        for s, solo in enumerate(solos):
+            want = solo.train_step(docs[s], lrs[s])
+            assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
+            assert state_error(stack, s, solo) <= STATE_REL, (step, s)
+
+
+@BATCHES
+def test_a_stack_of_one_is_its_solo_run(batch):
+    """A stack of one run (its few attention scores through torch's softmax at batch 1,
+    `ops.FEW_SCORES`; its gradients written by the product in place, `net.accumulate`), 30
+    free-running steps with dropout, weight decay and clipping: each step's loss, then the
+    weights and moments, are its solo run's."""
+    runs = make_runs(DESIGNS["all"], batch, 30, runs=RUNS[:1], **REGULARISED)
+    stack, (solo,) = runs.stack(), runs.solos()
+    for step in range(30):
+        docs, lrs = runs.docs(step), runs.lrs(step)
+        (got,) = stack.stack_step(docs, lrs)
+        want = solo.train_step(docs[0], lrs[0])
+        assert loss_error(got, want) <= LOSS_REL, (step, got, want)
+    assert state_error(stack, 0, solo) <= STATE_REL
+
+
 @pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 def test_token_loss_average(batch):
     """--loss-average token: each run's mean over its own predicted tokens, not the stack's; and
@@ -218,6 +253,38 @@ def test_token_loss_average(batch):
             assert loss_error(got[s], want) <= LOSS_REL, (step, s, got[s], want)
     for s, solo in enumerate(solos):
         assert state_error(stack, s, solo) <= STATE_REL
+
+
+@pytest.mark.parametrize("design", ["reference", "all"])
+def test_a_batch1_stack_pads_with_nothing_that_counts(design):
+    """At batch 1 a stack packs each run's one document in a row under the plain causal mask
+    (`Packer._pack_singles`): each run's tokens, targets and weights are its solo batch's, then
+    padding of weight 0; and changing what the padding positions hold (tokens, targets and the
+    positions they take) changes no loss and no gradient, bit for bit: nothing flows from them."""
+    runs = make_runs(DESIGNS[design], 1, 1)
+    stack = runs.stack()
+    docs = runs.docs(0)
+    batch = stack.packer.pack_runs(docs)
+    assert batch.rows == 1 and batch.width == max(n for _, n in batch.runs)
+    for s, (doc,) in enumerate(docs):
+        alone = stack.packer.pack([doc])
+        n = alone.width
+        assert batch.runs[s] == (1, n)
+        assert torch.equal(batch.tokens[s, :n], alone.tokens)
+        assert torch.equal(batch.targets[s, :n], alone.targets)
+        assert torch.equal(batch.weights[s, :n], alone.weights)
+        assert not batch.weights[s, n:].any()
+    loss0 = stack._loss_and_grad(batch).clone()
+    grad0 = stack.grad.clone()
+    pad = batch.weights[..., 0] == 0
+    assert pad.any()
+    tokens, targets = batch.tokens.clone(), batch.targets.clone()
+    tokens[pad], targets[pad] = 3, 5
+    positions = batch.positions.clone()
+    positions[pad] = 2
+    changed = replace(batch, tokens=tokens, targets=targets, positions=positions)
+    assert torch.equal(stack._loss_and_grad(changed), loss0)
+    assert torch.equal(stack.grad, grad0)
 
 
 def test_keep_runs_drops_runs_and_the_others_go_on():
@@ -358,16 +425,15 @@ def test_a_diverging_run_leaves_its_neighbours_alone():
             assert loss_error(got[i], want) <= LOSS_REL, (step, s, got[i], want)
 
 
-def test_a_stack_steps_adam_in_chunks_each_run_at_its_own_rate(monkeypatch):
-    """Adam over a stack a few runs at a time (`optim.CHUNK_BYTES`; every other stack here fits
-    in one chunk): five runs at five learning rates in chunks of two runs (2, 2, 1), with weight
-    decay and clipping, are each their solo run: every step's loss and gradient norm, then the
-    weights and moments."""
+def test_a_stack_steps_adam_each_run_at_its_own_rate():
+    """A stack's Adam steps the runs of each learning rate together (`FlatAdam._update_stack`,
+    one fused call per rate): five runs at four learning rates, two of them sharing one, with
+    weight decay and clipping, are each their solo run: every step's loss and gradient norm,
+    then the weights and moments."""
     steps = 20
-    rates = ((0, 0.01), (1, 0.003), (2, 0.02), (3, 0.006), (4, 0.04))
+    rates = ((0, 0.01), (1, 0.003), (2, 0.01), (3, 0.006), (4, 0.04))
     runs = make_runs(DESIGNS["reference"], 8, steps, runs=rates, weight_decay=0.1, grad_clip=0.5)
     stack, solos = runs.stack(), runs.solos()
-    monkeypatch.setattr(optim, "CHUNK_BYTES", 2 * stack.optimizer._run_bytes())
     clipped = 0
     for step in range(steps):
         docs, lrs = runs.docs(step), runs.lrs(step)

@@ -124,9 +124,18 @@ class Tokenizer:
         return "".join(self.chars[i] for i in ids if i != self.bos)
 
     def encode_document(self, doc: str) -> list[int]:
-        """`[BOS] + ids + [BOS]`: the tokens a training document is cut from."""
-        assert self.has_bos, "a stream has no documents to frame with BOS"
-        return [self.bos, *self.encode(doc), self.bos]
+        """`[BOS] + ids + [BOS]`: the tokens a training document is cut from. Kept: the same
+        document gives the same list again (the runs of a study that share a tokenizer encode
+        each document once), so read it, never change it."""
+        tokens = self._documents.get(doc)
+        if tokens is None:
+            assert self.has_bos, "a stream has no documents to frame with BOS"
+            tokens = self._documents[doc] = [self.bos, *self.encode(doc), self.bos]
+        return tokens
+
+    @cached_property
+    def _documents(self) -> dict[str, list[int]]:
+        return {}  # document -> its tokens, as `encode_document` made them
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,8 @@ def batch_indices(
     order (`epoch_order`). Either depends on the step alone, so a resumed run reads the same."""
     start = step * batch_size
     if not reshuffle:
+        if batch_size == 1:  # every step of a batch-1 run: no comprehension
+            return [start % n_docs]
         return [(start + j) % n_docs for j in range(batch_size)]
     positions = (divmod(start + j, n_docs) for j in range(batch_size))
     return [epoch_order(seed, epoch, n_docs)[i] for epoch, i in positions]

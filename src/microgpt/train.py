@@ -21,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 from microgpt import checkpoint
@@ -73,12 +74,32 @@ class Prepared:
 
 def read_input(input_path: str | None, data: str) -> tuple[list[str], Tokenizer, str]:
     """The input as documents (a stream: the whole text as one), its tokenizer and its
-    fingerprint: what a run's data is, before any split."""
+    fingerprint: what a run's data is, before any split. Read once per process while the file
+    is unchanged (`_read_input`): a study's runs all read the same input, and one tokenizer
+    keeps the documents it has encoded (`Tokenizer.encode_document`) for all of them."""
+    docs, tokenizer, fp = _read_input(input_path, data, _file_key(input_path))
+    return list(docs), tokenizer, fp
+
+
+def _file_key(input_path: str | None) -> tuple | None:
+    """What tells a file's contents apart without reading it: its size, time and inode (None:
+    no such file; the bundled texts never change)."""
+    if input_path is None:
+        return None
+    try:
+        st = os.stat(input_path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@lru_cache(maxsize=4)
+def _read_input(input_path: str | None, data: str, key: tuple | None):
     if data == "stream":
         text = read_stream(input_path)
-        return [text], Tokenizer.from_text(text), fingerprint([text])
+        return (text,), Tokenizer.from_text(text), fingerprint([text])
     docs = read_documents(input_path)
-    return docs, Tokenizer.from_documents(docs), fingerprint(docs)
+    return tuple(docs), Tokenizer.from_documents(docs), fingerprint(docs)
 
 
 def prepare(
@@ -90,16 +111,17 @@ def prepare(
     """Read, shuffle and split the documents, make the config, draw the initial weights.
 
     The RNG is used in the reference's order: shuffle first, then the weights. A stream is not
-    shuffled: the weights are the RNG's first use. A design file (`design`) is checked first
-    on a few training documents, unless `design.used` says it was (`design_check.prepared`);
-    its own weights are drawn after the reference's from the same stream."""
-    docs, tokenizer, fp = read_input(input_path, train.data)
-    rng = random.Random(train.seed)
+    shuffled: the weights are the RNG's first use. The split of a (input, seed) is made once
+    per process (`_split`), and the RNG set to its state after the shuffle: a study's designs
+    share their seeds' splits. A design file (`design`) is checked first on a few training
+    documents, unless `design.used` says it was (`design_check.prepared`); its own weights are
+    drawn after the reference's from the same stream."""
+    docs, tokenizer, fp = _read_input(input_path, train.data, _file_key(input_path))
     config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_args)
-    if train.data == "stream":
-        split = split_stream(docs[0], train.val_fraction, config.block_size)
-    else:
-        split = shuffle_and_split(docs, rng, train.val_fraction)
+    block_size = config.block_size if train.data == "stream" else None
+    split, state = _split(docs, fp, train.data, train.seed, train.val_fraction, block_size)
+    rng = random.Random()
+    rng.setstate(state)
     weights = init_weights(config, rng)
     checked = None
     if design is not None:
@@ -128,6 +150,29 @@ def check_docs(texts: list[str], tokenizer: Tokenizer, data: str) -> list[list[i
     if len(docs) < 2:
         raise UserError("a design file is checked on two or more documents: the input is too small")
     return docs
+
+
+def _split(docs: tuple[str, ...], fp: str, data: str, seed: int, val_fraction: float, block_size):
+    """The split of `docs` (fingerprint `fp`) for `seed`, and the RNG's state after it, kept
+    for the process's later runs (`SPLITS_KEPT` of them). Its lists are shared by every run
+    that asks: read them, never change them."""
+    key = (fp, data, seed, val_fraction, block_size)
+    kept = _splits.pop(key, None)
+    if kept is None:
+        rng = random.Random(seed)
+        if data == "stream":
+            split = split_stream(docs[0], val_fraction, block_size)
+        else:
+            split = shuffle_and_split(list(docs), rng, val_fraction)
+        kept = (split, rng.getstate())
+        if len(_splits) >= SPLITS_KEPT:
+            del _splits[next(iter(_splits))]  # the least recently used
+    _splits[key] = kept
+    return kept
+
+
+SPLITS_KEPT = 256  # seeds' splits a process keeps (each holds the documents' references)
+_splits: dict[tuple, tuple[Split, tuple]] = {}
 
 
 @dataclass
@@ -253,34 +298,44 @@ def bits(loss: float | None) -> float | None:
     return None if loss is None else loss / math.log(2)
 
 
-def token_data(prep: Prepared, tc: TrainConfig, block_size: int):
-    """The encoded data a run reads: `step_docs(step)`, the documents of a step, and the
-    held-out documents. lines: the step's documents in order (`batch_indices`); stream: the
-    step's windows of block_size + 1 tokens of the training text (`stream_offsets`)."""
+def token_data(prep: Prepared, tc: TrainConfig, block_size: int, held_out: int | None = None):
+    """The encoded data a run reads: `step_docs(step)`, the documents of a step, and the first
+    `held_out` (None: all) held-out documents. lines: the step's documents in order
+    (`batch_indices`); stream: the step's windows of block_size + 1 tokens of the training text
+    (`stream_offsets`)."""
     tokenizer = prep.tokenizer
+    val = prep.split.val[:held_out]
     if tc.data == "stream":
-        train_tokens = tokenizer.encode(prep.split.train[0])
+        train_tokens = _encoded_text(tokenizer, prep.split.train[0])
         T = block_size
 
         def step_docs(step: int) -> list[list[int]]:
             offsets = stream_offsets(tc.seed, step, tc.batch_size, len(train_tokens), T)
             return [train_tokens[o : o + T + 1] for o in offsets]
 
-        return step_docs, [tokenizer.encode(w) for w in prep.split.val]
+        return step_docs, [tokenizer.encode(w) for w in val]
     train_docs = prep.split.train
-    encoded: dict[int, list[int]] = {}  # encoded when first read: a short run reads few
+    encode = tokenizer.encode_document  # each document encoded when first read, then kept
 
     def step_docs(step: int) -> list[list[int]]:
         indices = batch_indices(step, tc.batch_size, len(train_docs), tc.reshuffle, tc.seed)
-        out = []
-        for i in indices:
-            doc = encoded.get(i)
-            if doc is None:
-                doc = encoded[i] = tokenizer.encode_document(train_docs[i])
-            out.append(doc)
-        return out
+        return [encode(train_docs[i]) for i in indices]
 
-    return step_docs, [tokenizer.encode_document(d) for d in prep.split.val]
+    return step_docs, [encode(d) for d in val]
+
+
+def _encoded_text(tokenizer: Tokenizer, text: str) -> list[int]:
+    """A stream's training text encoded, once per process for the last few texts (the runs of
+    a study share one): read it, never change it."""
+    key = (tokenizer, id(text), len(text))
+    kept = _texts.get(key)
+    if kept is None or kept[0] is not text:
+        _texts.clear()  # one text at a time: a stream's tokens are large
+        kept = _texts[key] = (text, tokenizer.encode(text))
+    return kept[1]
+
+
+_texts: dict[tuple, tuple[str, list[int]]] = {}
 
 
 def train(
@@ -321,7 +376,7 @@ def train(
         result.evals = list(resume.evals)
         if metrics:
             metrics.replay(result)
-    step_docs, held_out = token_data(prep, tc, config.block_size)
+    step_docs, held_out = token_data(prep, tc, config.block_size, held_out_needed(tc, study))
     run = Run(tc, result, step_docs, reported(held_out, on_progress), study)
     hooks = _TrainHooks(gpt, result, prep, resume, study, out, save_every, keep_best, metrics,
                         on_step, on_eval)  # fmt: skip
@@ -358,8 +413,8 @@ def train_stack(
     others go on without it. `on_step(step, runs)`: after each step, with the number of runs
     still training. The speed figures of every run are the stack's (a step of the stack is a
     step of each run). `studies` (one `InStudy` per run): each run's halves and diagnostics,
-    made on a solo copy of it (`Stack.run_model`) as `train` makes them. `on_progress`: as in
-    `train`."""
+    made on a solo model of its weights (`Stack.eval_model`) as `train` makes them.
+    `on_progress`: as in `train`."""
     stack = _stack(config, tcs, preps, tensor)
     runs = runs_of("tensor", config, tcs, preps, studies, on_progress)
     loop = Loop(stack, runs, _Progress(on_step))
@@ -413,9 +468,17 @@ def runs_of(
     out = []
     for tc, prep, study in zip(tcs, preps, studies or [None] * len(tcs)):
         result = _result(mode, config, tc, prep)
-        step_docs, held_out = token_data(prep, tc, config.block_size)
+        step_docs, held_out = token_data(prep, tc, config.block_size, held_out_needed(tc, study))
         out.append(Run(tc, result, step_docs, reported(held_out, on_progress), study))
     return out
+
+
+def held_out_needed(tc: TrainConfig, study: InStudy | None) -> int | None:
+    """How many of the first held-out documents a run reads (`Run`): its val_docs, eval_docs
+    (None: all) and diagnostic documents, whichever most."""
+    if tc.eval_docs is None:
+        return None
+    return max(tc.val_docs, tc.eval_docs, study.diagnostic_docs if study else 0)
 
 
 # the loop -----------------------------------------------------------------------------------------
@@ -474,6 +537,9 @@ class OneRun:
     def run_model(self, j: int) -> GPT:
         return self.gpt
 
+    def eval_model(self, j: int) -> GPT:
+        return self.gpt
+
 
 class Loop:
     """The training loop, of one run (`OneRun`) or of a stack's runs (`tensor.stack.Stack`).
@@ -486,8 +552,8 @@ class Loop:
     held-out figures. Evaluation, diagnostics and `Hooks.step_end` are not training time."""
 
     def __init__(self, runs, todo: list[Run], hooks: Hooks | None = None):
-        """`runs`: what steps them (`stack_step`, `keep_runs`, `run_model`); `todo`: the runs,
-        in its order."""
+        """`runs`: what steps them (`stack_step`, `keep_runs`, `eval_model`: run j's model to
+        evaluate); `todo`: the runs, in its order."""
         self.runs, self.todo, self.hooks = runs, todo, hooks or Hooks()
         self.alive = list(range(len(todo)))  # the runs still training, in the stack's order
         self.seconds = 0.0  # training time so far
@@ -501,24 +567,28 @@ class Loop:
             self.first_step = first_step
         if not self.alive:
             return
+        stepped = type(hooks).stepped is not Hooks.stepped  # else not called: it does nothing
         start = time.perf_counter()
         for step in range(first_step, steps):
             alive = self.alive
-            docs = [todo[i].step_docs(step) for i in alive]
-            lrs = [lr_at(step, todo[i].tc) for i in alive]
+            runs = [todo[i] for i in alive]
+            docs = [run.step_docs(step) for run in runs]
+            lrs = [lr_at(step, run.tc) for run in runs]
             losses = self.runs.stack_step(docs, lrs)
             keep = []  # indices into the stack as it is
-            for j, (i, loss, lr) in enumerate(zip(alive, losses, lrs)):
-                run, result = todo[i], todo[i].result
+            for j, (run, loss, lr, run_docs) in enumerate(zip(runs, losses, lrs, docs)):
+                result = run.result
                 if not math.isfinite(loss):
-                    hooks.diverged(i, step + 1, loss)
+                    hooks.diverged(alive[j], step + 1, loss)
                     result.diverged = (step + 1, result.losses[-1] if result.losses else None)
                     continue
                 keep.append(j)
                 result.losses.append(loss)
                 result.lrs.append(lr)
-                run.tokens += sum(min(block_size, len(d) - 1) for d in docs[j])
-                hooks.stepped(i, step + 1, loss, lr)
+                for d in run_docs:  # the target tokens trained on
+                    run.tokens += min(block_size, len(d) - 1)
+                if stepped:
+                    hooks.stepped(alive[j], step + 1, loss, lr)
             if len(keep) < len(alive):
                 self.alive = [alive[j] for j in keep]
                 if not self.alive:
@@ -540,7 +610,7 @@ class Loop:
             diagnose = run.probe and (step % run.every == 0 or step == steps)
             if not (evaluate or diagnose):
                 continue
-            model = self.runs.run_model(j)
+            model = self.runs.eval_model(j)
             if evaluate:
                 run.last_eval = (step, *model.eval_token_loss(run.eval_docs))
                 val_loss = run.last_eval[1] / run.last_eval[2]
@@ -561,7 +631,7 @@ class Loop:
                 result.steps_per_s = trained / seconds
                 result.tokens_per_s = run.tokens / seconds
                 result.seconds = seconds
-            model = self.runs.run_model(j)
+            model = self.runs.eval_model(j)
             if run.val_docs:
                 result.val_loss = model.eval_loss(run.val_docs)
             if run.eval_docs:

@@ -14,7 +14,6 @@ documents; in tensor mode its diagnostics.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import signal
@@ -23,6 +22,7 @@ import traceback
 
 from microgpt import tensorfile
 from microgpt.ablate.plan import Task
+from microgpt.ablate.results import json_text
 from microgpt.ablate.sweep import diverged, loss_at_init, split_halves
 from microgpt.environment import environment
 from microgpt.errors import PeerError, UserError
@@ -294,7 +294,7 @@ def diagnostics(samples: list[tuple], every: int, docs: int) -> dict:
 
 
 def save(path: str, record: dict) -> None:
-    tensorfile.write_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
+    tensorfile.write_atomic(path, json_text(record))
 
 
 def data_order(train_docs: list[str], val_docs: list[str]) -> str:

@@ -245,7 +245,12 @@ class GPTNet:
         """Write d loss / d weight of every matrix into `v.grad`, layers in reverse, from
         `dlogits`, the gradient of the head's output (before any soft-cap)."""
         w, g = v.w, v.g
-        v.grad.zero_()
+        if v.lead:  # a stack writes each product over its gradient: zero the looked-up rest
+            for name in self.embeddings:
+                if name != self.head and name in g:
+                    g[name].zero_()
+        else:
+            v.grad.zero_()
         accumulate(g[self.head], dlogits.mT, acts.x)  # (*S, V, C)
         dx = mm(dlogits, w[self.head])  # (*S, N, C)
         if acts.final_rmsnorm is not None:
@@ -321,14 +326,26 @@ class GPTNet:
 # matmuls over the run axis ------------------------------------------------------------------------
 
 
+OUT_MIN = 8192  # a run's entries of a weight from which a stack's product is written in place
+
+
 def accumulate(g: Tensor, a: Tensor, b: Tensor) -> None:
-    """g += a @ b, where g is a weight's view of the flat gradient buffer. In a stack the
-    product is a batched one, made apart and added: the CPU's baddbmm_ into a view strided
-    across runs falls back to one addmm_ per run (docs/performance.md)."""
-    if g.dtype == a.dtype and g.dim() == 2:
+    """The gradient of a weight that is one product, a @ b, put into its view g of the flat
+    gradient buffer. A solo model adds it into the buffer `backward` zeroed. A stack writes it
+    over g, so that no pass zeroes the whole stack's gradient (only what the embedding lookups
+    add into is zeroed, and the tied head's product comes before its lookup's rows); its
+    product is a batched one: the CPU's bmm with `out=` a view strided across runs falls back to
+    one product per run, slower than a batched product and a copy for small matrices of many
+    runs, faster for large ones or one run (`OUT_MIN`; docs/performance.md)."""
+    if g.dim() == 3:
+        if g.dtype == a.dtype and (g[0].numel() >= OUT_MIN or len(g) == 1):  # straight into g
+            torch.bmm(a, b, out=g)
+        else:
+            g.copy_(torch.bmm(a, b))
+    elif g.dtype == a.dtype:
         g.addmm_(a, b)
-    else:  # a stack, or bfloat16 compute into the float32 gradient
-        g.add_(mm(a, b))
+    else:  # bfloat16 compute into the float32 gradient
+        g.add_(a @ b)
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

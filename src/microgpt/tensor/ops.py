@@ -48,6 +48,9 @@ def rmsnorm_backward(dy: Tensor, y: Tensor, rstd: Tensor, dx: Tensor | None = No
 # causal self-attention within documents -----------------------------------------------------------
 
 
+FEW_SCORES = 512  # up to this many attention scores, torch's softmax beats `softmax_rows`
+
+
 def softmax_rows(x: Tensor, keep: Tensor) -> Tensor:
     """softmax over the last axis, where `keep` (broadcast to x) is 1 and x is finite, and
     exactly 0 where `keep` is 0 and x is -inf: exp(x - max) / sum in five whole-tensor kernels.
@@ -78,11 +81,14 @@ def attention(
     counts the rows of every run, S * R). mask: (R, W, W), shared by every head: 0 where query i
     may see key j and -inf where it may not (a later position, or another document of the same
     row), so those weights are exactly 0. `keep` (a stack's batch): 1 - (mask == -inf), for
-    `softmax_rows` in place of torch's softmax.
+    `softmax_rows` in place of torch's softmax (but for a small stack's few scores).
     Returns y (H * R, W, D), att and att_scale (H * R, W, W)."""
     scores = torch.bmm(q, k.mT).view(-1, *mask.shape)  # (H, R, W, W)
     scores = torch.add(mask, scores, alpha=q.shape[-1] ** -0.5)
-    att = torch.softmax(scores, dim=-1) if keep is None else softmax_rows(scores, keep)
+    if keep is None or scores.numel() <= FEW_SCORES:
+        att = torch.softmax(scores, dim=-1)
+    else:
+        att = softmax_rows(scores, keep)
     att = att.view(q.shape[0], *mask.shape[1:])  # (H * R, W, W)
     att_dropped, att_scale = dropout(att, p, generator, heads=True)
     return torch.bmm(att_dropped, v), att, att_scale

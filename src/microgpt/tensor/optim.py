@@ -1,4 +1,5 @@
-"""Adam on flat buffers: scalar mode's `_adam`, one whole-buffer op per line.
+"""Adam on flat buffers: scalar mode's `_adam`, one whole-buffer op per line for a solo model,
+torch's fused kernel over a stack's rows (one pass: a stack's buffers leave the CPU's cache).
 
 An optimizer here is made from a net's layout, the flat weights and gradient it updates (one
 run's (numel,), or a stack's (S, numel), one run a row) and the TrainConfig (`make_optimizer`,
@@ -13,8 +14,6 @@ from torch import Tensor
 
 from microgpt.config import GRAD_CLIP_EPS, TrainConfig
 from microgpt.tensor.params import FlatLayout
-
-CHUNK_BYTES = 2**20  # a stack's Adam works on this many bytes of runs' buffers at a time (CPU)
 
 
 def make_optimizer(
@@ -54,6 +53,8 @@ class FlatAdam:
         self._beta1 = torch.tensor(train.beta1, **like)
         self._beta2 = torch.tensor(train.beta2, **like)
         self._eps = torch.tensor(train.eps, **like)
+        self.eps = train.eps
+        self._fused_buffers: tuple | None = None  # a stack's, made on its first update
 
     def state(self) -> dict[str, Tensor]:
         """The moments, by the names a checkpoint stores them under; laid out as the weights."""
@@ -69,57 +70,69 @@ class FlatAdam:
         where each run clips by its own gradient's norm and steps at its own rate."""
         if self.params.dim() == 1:
             self._update(self.params, self.grads, self.m, self.v, lrs, step)
-            return
-        # a stack, a few runs at a time: every pass of Adam over a chunk that stays in the
-        # CPU's cache (on a CPU the whole stack's buffers do not; docs/performance.md)
-        rows = self.params.shape[0]
-        chunk = rows if self.params.is_cuda else max(1, CHUNK_BYTES // self._run_bytes())
-        norms = []
-        for a in range(0, rows, chunk):
-            b = min(rows, a + chunk)
-            buffers = (self.params[a:b], self.grads[a:b], self.m[a:b], self.v[a:b])
-            self._update(*buffers, lrs[a:b], step)
-            norms.append(self.last_grad_norm)
-        if self.grad_clip > 0:
-            self.last_grad_norm = torch.cat(norms)  # (S, 1)
+        else:
+            self._update_stack(lrs, step)
 
-    def _run_bytes(self) -> int:
-        """The bytes of one run's parameters, gradient and moments."""
-        return 4 * self.params.shape[-1] * self.params.element_size()
+    def _update_stack(self, lrs: list[float], step: int) -> None:
+        """A stack's update: each run's clip here, then torch's fused AdamW kernel, one pass
+        over the weights, gradient and moments (the multi-kernel `_update` makes about ten,
+        each over the whole stack: docs/performance.md), one call per distinct learning rate
+        with the rows of the runs at that rate. Its arithmetic is `_update`'s but for the
+        rounding of the moment's interpolation and of the bias corrections (float64: within
+        1e-16 relative a step)."""
+        g = self.grads
+        if self.grad_clip > 0:
+            norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)  # (S, 1)
+            self.last_grad_norm = norm
+            g.mul_(torch.clamp(self.grad_clip / (norm + GRAD_CLIP_EPS), max=1.0))
+        if self._fused_buffers is None:
+            self._fused_buffers = self._fused_layout()
+        whole, rows, step_count = self._fused_buffers
+        step_count.fill_(step)
+        if whole is not None and lrs.count(lrs[0]) == len(lrs):  # one rate: one call
+            self._fused(whole, lrs[0])
+            return
+        runs_at: dict[float, list[int]] = {}
+        for s, lr in enumerate(lrs):
+            runs_at.setdefault(lr, []).append(s)
+        for lr, runs in runs_at.items():
+            self._fused([[buffer[s] for s in runs] for buffer in rows], lr)
+
+    def _fused_layout(self) -> tuple:
+        """What the fused kernel is given: the four buffers whole (if contiguous, else None),
+        each buffer's rows (a run's, contiguous), and the step count as a tensor. Made when
+        first needed: `FlatMuon` sets `m` and `v` after construction."""
+        buffers = (self.params, self.grads, self.m, self.v)
+        whole = [[b] for b in buffers] if all(b.is_contiguous() for b in buffers) else None
+        rows = [list(b.unbind(0)) for b in buffers]
+        step_count = torch.zeros((), dtype=torch.float32, device=self.params.device)
+        return whole, rows, step_count
+
+    def _fused(self, buffers: list[list[Tensor]], lr: float) -> None:
+        params, grads, m, v = buffers
+        step_count = self._fused_buffers[2]
+        torch._fused_adamw_(
+            params, grads, m, v, [], [step_count] * len(params), lr=lr, beta1=self.beta1,
+            beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
+            maximize=False,
+        )  # fmt: skip
 
     def _update(
         self, params: Tensor, g: Tensor, m: Tensor, v: Tensor, lrs: list[float], step: int
     ) -> None:
-        """Adam on one model's (numel,) buffers, or on a few runs' (rows, numel); `lrs` one rate
-        a run. The two round differently, and each keeps its own order: one model folds its
-        step size into `addcdiv_`'s value (scalar mode's order), a stack multiplies by a column
-        of per-run step sizes."""
+        """Adam on one model's (numel,) buffers at the rate `lrs[0]`, in scalar mode's order:
+        the step size folded into `addcdiv_`'s value."""
         b1, b2 = self.beta1, self.beta2
         if self.grad_clip > 0:
-            if g.dim() == 1:
-                norm = torch.linalg.vector_norm(g)
-            else:
-                norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)  # (S, 1)
+            norm = torch.linalg.vector_norm(g)
             self.last_grad_norm = norm
             # clamped rather than tested: `if` on a tensor would wait for the device
             g.mul_(torch.clamp(self.grad_clip / (norm + GRAD_CLIP_EPS), max=1.0))
         m_correction, v_correction = 1 - b1**step, 1 - b2**step
-        if params.dim() == 1:
-            (lr,) = lrs
-            decay = 1 - lr * self.weight_decay
-        else:  # the same Python arithmetic per run, then one (S, 1) column
-            decay = self._column([1 - r * self.weight_decay for r in lrs])
-            step_size = self._column([-r / m_correction for r in lrs])
+        (lr,) = lrs
         if self.weight_decay > 0:
-            params.mul_(decay)
+            params.mul_(1 - lr * self.weight_decay)
         m.mul_(self._beta1).add_(g, alpha=1 - b1)
         v.mul_(self._beta2).addcmul_(g, g, value=1 - b2)
         denom = torch.add(self._eps, v.sqrt(), alpha=v_correction**-0.5)  # sqrt(v_hat) + eps
-        if params.dim() == 1:
-            params.addcdiv_(m, denom, value=-lr / m_correction)
-        else:
-            params.addcdiv_(m * step_size, denom)
-
-    def _column(self, values: list[float]) -> Tensor:
-        column = torch.tensor(values, dtype=torch.float64).view(-1, 1)
-        return column.to(self.params.device, self.params.dtype)
+        params.addcdiv_(m, denom, value=-lr / m_correction)

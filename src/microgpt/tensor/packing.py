@@ -96,6 +96,18 @@ class Packer:
 
         # made the first time a length needs them, then reused
         self._single_weights = _Lazy(single_weights)
+        keep = self._future.logical_not().to(compute_dtype)  # 1 where the causal mask is 0
+
+        def singles(shape: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            S, W = shape  # `_pack_singles`' constants of S runs, width W: row n of `shares` is
+            # the weights of a document of n predictions; the mask, keep and positions
+            shares = [[1 / n] * n + [0.0] * (W - n) for n in range(1, W + 1)]
+            shares = torch.tensor([[0.0] * W, *shares], dtype=torch.float64)
+            mask, keeps = self._causal[None, :W, :W], keep[None, :W, :W]
+            shares = shares.to(device, loss_dtype)[:, :, None]
+            return shares, mask, keeps, self._columns[:W].expand(S, W)
+
+        self._singles = _Lazy(singles)  # (S, W) -> shares (W + 1, W, 1), mask, keep, positions
         self._ranges = _Lazy(lambda n: list(range(n)))  # the positions of n predictions
         self._reciprocals = _Lazy(lambda n: [1 / n] * n)  # their 1/n
         self._ones = _Lazy(lambda n: [1.0] * n)
@@ -129,6 +141,8 @@ class Packer:
         """A stack's batch: `docs[s]` is run s's documents, packed as `pack(docs[s])` packs them
         (same rows, same order, same weights), then padded to the stack's R rows and W columns:
         a padding row is W padding positions. Fields get a leading axis of S runs."""
+        if all(len(d) == 1 for d in docs):
+            return self._pack_singles([d[0] for d in docs])
         plans, shapes, scales = [], [], []  # each run's plan, (rows, width), 1 / divisor
         lengths = [self._lengths(d) for d in docs]
         for run_docs, n in zip(docs, lengths):
@@ -149,6 +163,51 @@ class Packer:
             if len(plan) < R:
                 lists.pad((R - len(plan)) * W, self)  # the rows this run lacks
         return self._batch(lists, R, W, scales, tuple(shapes))
+
+    def _pack_singles(self, docs: list[list[int]]) -> Batch:
+        """A stack's batch of one document a run (batch size 1): each run's document in one row,
+        padded to the stack's W, under the plain causal mask, as `_pack_one` packs it alone.
+        The mask lets a padding query see the real keys before it, where `pack_runs` lets it
+        see itself only: either way no real query sees a padding key, and padding weighs 0 in
+        the loss, so every gradient at a padding position is exactly 0 and the real positions'
+        figures are the same. So a padding position takes its column as its position, and the
+        mask, keep and positions are one (W, W), (W, W) and (W,) for every step of every run,
+        not made anew each step."""
+        T = self.block_size
+        lengths = [min(T, len(d) - 1) for d in docs]
+        if min(lengths) < 1:
+            raise ValueError("give at least one document, each of at least 2 tokens")
+        S, W = len(docs), max(lengths)
+        tokens: list[int] = []
+        targets: list[int] = []
+        zeros = self._zeros
+        for doc, n in zip(docs, lengths):
+            pad = zeros[W - n]
+            tokens += doc[:n]
+            tokens += pad
+            targets += doc[1 : n + 1]
+            targets += pad
+        ints = array("q", tokens)
+        ints.extend(targets)
+        ints = torch.frombuffer(ints, dtype=torch.int64)
+        n = torch.frombuffer(array("q", lengths), dtype=torch.int64)
+        if self.device.type != "cpu":
+            ints, n = ints.to(self.device), n.to(self.device)
+        shares, mask, keep, positions = self._singles[S, W]
+        weights = shares.index_select(0, n)  # (S, W, 1): 1 / n, then 0
+        tokens_, targets_ = ints.view(2, S, W).unbind()
+        return Batch(
+            rows=1,
+            width=W,
+            tokens=tokens_,
+            positions=positions,
+            targets=targets_.unsqueeze(-1),
+            weights=weights,
+            neg_weights=weights.neg(),
+            mask=mask,
+            runs=tuple((1, n) for n in lengths),
+            keep=keep,
+        )
 
     def _lengths(self, docs: list[list[int]]) -> list[int]:
         lengths = [min(self.block_size, len(d) - 1) for d in docs]

@@ -9,13 +9,17 @@ steps at its own rate, so every run of a stack is its solo run: in float64 each 
 agrees to 1e-12 and the weights to 1e-10 (`tests/test_stack.py`: every step from the same
 state, in every design; 200 free-running steps in every design but one whose float64 run is
 chaotic, docs/ablate.md).
-In float32 the last digits differ, as batched and single matmuls round differently.
+In float32 the last digits differ, as batched and single matmuls round differently, and a
+stack's Adam is torch's fused kernel (`optim.FlatAdam`), which rounds its moment and bias
+corrections in another order than the solo model's.
 
-Everything a run does alone (evaluation, diagnostics, sampling, checkpoints) it does on its
-solo copy, `Stack.run_model(s)`: its held-out figures are then exactly those of the solo model
-with its weights. A packed forward over the stack would give the same figures in float64 (tried:
-bit for bit) but not in float32 (within 3e-9 relative), and a study's held-out figures must not
-depend on how its runs were stacked.
+Everything a run does alone it does as a solo model: evaluation and diagnostics on
+`Stack.eval_model(s)` (one solo model per stack, loaded with run s's weights), sampling and
+checkpoints on its copy, `Stack.run_model(s)`; its held-out figures are then exactly those of
+the solo model with its weights. A packed forward over the stack would give the same figures in
+float64 (tried: bit for bit) but not in float32 (within 3e-9 relative), and a study's held-out
+figures must not depend on how its runs were stacked; nor would it save much: a held-out pass
+over many documents is arithmetic, not kernel launches (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Stack(FlatState):
         check_stackable(trains, options)
         self.train_configs = list(trains)
         super().__init__(config, list(weights), trains[0], options, (len(trains),), net)
+        self._eval_model: TensorGPT | None = None  # `eval_model`'s, made when first asked
         if self.dropout > 0:  # one generator per run, each drawing its run's masks
             self.dropout_rng = RunGenerators(len(trains), self.placement.device)
 
@@ -82,6 +87,19 @@ class Stack(FlatState):
             buffer.copy_(mine[name][s])
         solo.step = self.step
         return solo
+
+    def eval_model(self, s: int) -> TensorGPT:
+        """Run s's weights and step in a solo model, for evaluation and diagnostics: the same
+        model each call, loaded anew (so valid until the next call), without the optimizer's
+        state (`run_model` copies that too). Its figures are the solo model's with those
+        weights, bit for bit."""
+        if self._eval_model is None:
+            self._eval_model = TensorGPT(self.config, None, self.train_configs[s], self.options,
+                                         self.net)  # fmt: skip
+        model = self._eval_model
+        model.flat.copy_(self.flat[s])
+        model.train_config, model.step = self.train_configs[s], self.step
+        return model
 
     def keep_runs(self, keep: list[int]) -> None:
         """Go on with the runs `keep` (indices into the current stack, in order) alone: e.g.
@@ -117,6 +135,7 @@ class StackRows:
         self.rows: dict[str, Tensor] = {}  # name -> the weights as rows of its width
         self.grad_rows: dict[str, Tensor] = {}  # the same of the gradient
         self.base: dict[str, Tensor] = {}  # name -> (S, 1) each run's first row of the matrix
+        self._last: dict[str, tuple[Tensor, Tensor]] = {}  # name -> (index, its rows)
         for name in names:
             if name not in layout.shapes:
                 continue
@@ -129,12 +148,20 @@ class StackRows:
 
     def lookup(self, name: str, index: Tensor) -> Tensor:
         """Rows `index` (S, N) of each run's matrix `name`, (S, N, C)."""
-        return self.rows[name][index + self.base[name]]
+        return torch.nn.functional.embedding(self._rows_of(name, index), self.rows[name])
 
     def add(self, name: str, index: Tensor, dx: Tensor) -> None:
         """Add dx (S, N, C) into the gradient rows `index` (S, N) of each run's `name`."""
-        rows = (index + self.base[name]).view(-1)
+        rows = self._rows_of(name, index).view(-1)
         self.grad_rows[name].index_add_(0, rows, dx.view(-1, dx.shape[-1]))
+
+    def _rows_of(self, name: str, index: Tensor) -> Tensor:
+        """`index` + each run's base: kept from the lookup for the backward's add, and from
+        step to step while the index is the same tensor (a batch-1 stack's positions)."""
+        last = self._last.get(name)
+        if last is None or last[0] is not index:
+            last = self._last[name] = (index, index + self.base[name])
+        return last[1]
 
 
 class RunGenerators:
