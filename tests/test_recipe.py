@@ -62,3 +62,37 @@ def test_missing_recipe_and_file(tmp_path, capsys):
     bad.write_bytes(b"n_layer = 2 # \xe9\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_a_study_varies_or_sweeps_what_a_recipe_sets():
+    """A recipe's value gives way to `ablate`'s --vary and --lr-sweep as it gives way to a flag
+    (a recipe is retuned with the tool itself); a flag given with them is still an error."""
+    from microgpt.ablate.cli import make_study
+
+    def study(*flags):
+        return make_study(parse_args(["ablate", "--config", "names", "--steps", "10", *flags]))
+
+    swept = study("--lr-sweep", "1e-3,3e-3")
+    assert swept.lrs == (1e-3, 3e-3) and "learning_rate" not in swept.given
+    levels = study("--vary", "learning_rate=1e-3,3e-3").levels()
+    assert [lv.label for lv in levels] == ["learning_rate 0.001", "learning_rate 0.003"]
+    listed = study("--vary", "weight_decay=0,0.1")  # the recipe's 0.1 listed: the baseline
+    assert listed.given == {"weight_decay": 0.1} and listed.baseline.label == "weight decay 0.1"
+    unlisted = study("--vary", "weight_decay=0,0.2")  # not listed: the first value is
+    assert unlisted.given == {} and unlisted.baseline.label == "weight decay 0"
+    assert "learning_rate" in parse_args(["ablate", "--config", "names"]).from_recipe
+    given = parse_args(["ablate", "--config", "names", "--learning-rate", "0.003"])
+    assert "learning_rate" not in given.from_recipe
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning-rate", "3e-3", "--lr-sweep", "1e-3,3e-3"], "--lr-sweep and --learning-rate"),
+        (["--weight-decay", "0.3", "--vary", "weight_decay=0,0.2"], "is not among --vary"),
+    ],
+)
+def test_a_flag_given_beside_a_recipe_still_conflicts_with_the_study(flags, message, capsys):
+    assert main(["ablate", "--config", "names", "--steps", "10", *flags, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err

@@ -125,15 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, over the `--config` recipe's values if one is given."""
+    """The command line, over the `--config` recipe's values if one is given; `from_recipe`:
+    the settings whose value is the recipe's (not given on the command line), which a study's
+    `--vary` or `--lr-sweep` may then replace (`ablate.cli`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         from microgpt import recipe
 
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        recipe.apply(commands.choices[args.command], args.config)
+        command = commands.choices[args.command]
+        before = {dest: command.get_default(dest) for dest in vars(args)}
+        set_by_recipe = recipe.apply(command, args.config)
+        given = {d for d in set_by_recipe if getattr(args, d, None) != before.get(d)}
         args = parser.parse_args(argv)
+        args.from_recipe = frozenset(set_by_recipe - given)
     return args
 
 

@@ -58,9 +58,9 @@ def read(spec: str) -> tuple[str, dict]:
         raise UserError(f"{where} is not valid TOML ({e}): fix it") from None
 
 
-def apply(parser: argparse.ArgumentParser, spec: str) -> None:
+def apply(parser: argparse.ArgumentParser, spec: str) -> set[str]:
     """Make the recipe's values the defaults of `parser` (a subcommand's), each checked as the
-    command line would check it."""
+    command line would check it; returns the names (`dest`s) it set."""
     where, table = read(spec)
     actions = {a.dest: a for a in parser._actions if a.dest not in NOT_IN_RECIPES}
     defaults = {}
@@ -74,6 +74,7 @@ def apply(parser: argparse.ArgumentParser, spec: str) -> None:
             )
         defaults[dest] = _convert(where, key, value, action)
     parser.set_defaults(**defaults)
+    return set(defaults)
 
 
 def _convert(where: str, key: str, value: object, action: argparse.Action) -> object:

@@ -235,6 +235,8 @@ def make_study(args: argparse.Namespace):
         varied = {FILE_AXIS: (BUILT_IN, *(f.name for f in files)), **varied}
         _given_file_settings(files, set_files, varied)
     fixed_model, fixed_train = model_args(args), train_args(args)
+    _yield_recipe(getattr(args, "from_recipe", frozenset()), varied, args.lr_sweep,
+                  fixed_model, fixed_train)  # fmt: skip
     lrs = _lr_sweep(args.lr_sweep, varied, fixed_train)
     # the comparisons use the per-document val loss; the per-token pass costs a scalar-mode run
     # several seconds, so a study makes it only when --eval-docs asks
@@ -285,6 +287,20 @@ def make_study(args: argparse.Namespace):
     return replace(study, stack=default_stack(study, device))
 
 
+def _yield_recipe(
+    recipe: frozenset, varied: dict, lr_sweep: str | None, fixed_model: dict, fixed_train: dict
+) -> None:
+    """A `--config` recipe's value gives way to the study's `--vary` (or, for the learning
+    rate, `--lr-sweep`) as it gives way to a flag: taken out of the fixed settings, unless it
+    is one of a design axis's listed values, where it names the baseline as a flag would
+    (`_given`)."""
+    for flags in (fixed_model, fixed_train):
+        for name in [n for n in flags if n in recipe]:
+            swept = name == "learning_rate" and lr_sweep is not None
+            if name in varied and not (name in AXES and flags[name] in varied[name]) or swept:
+                del flags[name]
+
+
 def _given(varied: dict, fixed_model: dict, fixed_train: dict) -> dict:
     """The flags given (or set by --config) for varied settings, taken out of `fixed_model`
     and `fixed_train`: a design axis's flag names the baseline's value, and must be one of the
@@ -302,7 +318,7 @@ def _given(varied: dict, fixed_model: dict, fixed_train: dict) -> dict:
             listed = ",".join(map(_written, values))
             raise UserError(
                 f"{flag} {_written(value)} is not among --vary {name}={listed}: list it to make "
-                f"it the baseline, or leave {flag} out (--config sets it too)"
+                f"it the baseline, or leave {flag} out"
             )
         given[name] = value
     return given
