@@ -612,6 +612,16 @@ STACKED = pytest.mark.parametrize("stacked", [False, True], ids=["solo", "stacke
 BATCHES = pytest.mark.parametrize("batch", [1, 8], ids=["batch1", "batch8"])
 
 
+def assert_free_running(reference_file, runs, stacked, docs, steps):
+    """`steps` free-running steps of the hand-written model and the file's from the same
+    weights; then each run's weights and moments within STATE_REL (step losses: `step_both`)."""
+    hand, mine = design_pair(reference_file, runs, stacked, docs)
+    for step in range(steps):
+        step_both(hand, mine, runs, step, stacked)
+    for s in range(len(RUNS)) if stacked else [None]:
+        assert state_error(mine, hand, s, s) <= STATE_REL
+
+
 @STACKED
 @BATCHES
 def test_reference_file_is_the_hand_written_model(reference_file, docs, batch, stacked):
@@ -619,11 +629,7 @@ def test_reference_file_is_the_hand_written_model(reference_file, docs, batch, s
     with dropout, weight decay and clipping; three runs of different seeds and learning rates
     when stacked: every step's loss within 1e-12, the final weights and moments within 1e-10."""
     runs = make_runs({}, batch, 200, **REGULARISED)
-    hand, mine = design_pair(reference_file, runs, stacked, docs)
-    for step in range(200):
-        step_both(hand, mine, runs, step, stacked)
-    for s in range(len(RUNS)) if stacked else [None]:
-        assert state_error(mine, hand, s, s) <= STATE_REL
+    assert_free_running(reference_file, runs, stacked, docs, 200)
 
 
 @STACKED
@@ -631,11 +637,7 @@ def test_reference_file_with_z_loss_and_the_token_average(reference_file, docs, 
     """The loss's other settings (z-loss, --loss-average token) reach a design's step as the
     hand-written model's: 50 free-running steps at batch 8."""
     runs = make_runs({}, 8, 50, z_loss=1e-3, loss_average="token", **REGULARISED)
-    hand, mine = design_pair(reference_file, runs, stacked, docs)
-    for step in range(50):
-        step_both(hand, mine, runs, step, stacked)
-    for s in range(len(RUNS)) if stacked else [None]:
-        assert state_error(mine, hand, s, s) <= STATE_REL
+    assert_free_running(reference_file, runs, stacked, docs, 50)
 
 
 # as in test_stack.py: designs whose free-running float64 runs are chaotic (a run at learning
@@ -659,11 +661,7 @@ def test_each_switch_through_the_file_free_running(reference_file, docs, design,
     """Every built-in switch's design but the chaotic one through reference.py, free-running
     over 200 steps."""
     runs = make_runs(DESIGNS[design], batch, 200, **REGULARISED)
-    hand, mine = design_pair(reference_file, runs, stacked, docs)
-    for step in range(200):
-        step_both(hand, mine, runs, step, stacked)
-    for s in range(len(RUNS)) if stacked else [None]:
-        assert state_error(mine, hand, s, s) <= STATE_REL
+    assert_free_running(reference_file, runs, stacked, docs, 200)
 
 
 @STACKED
