@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -141,15 +140,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from microgpt.environment import cpu_model
+    from microgpt.environment import machine
 
     torch.set_num_threads(a.threads)
     result = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+        "machine": machine()
+        | {
             "load_average": os.getloadavg(),
         },
         "design": a.design,

@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -238,16 +237,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from microgpt.environment import cpu_model
+    from microgpt.environment import machine
 
     torch.set_num_threads(a.threads)
     result = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": machine(),
         "threads": a.threads,
         "dtype": a.dtype,
         "repeats": a.repeats,

@@ -14,13 +14,27 @@ from importlib import metadata
 from microgpt import __version__
 
 
+def machine() -> dict:
+    """The machine and versions a benchmark's figures belong to (bench/*.py)."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": _torch_version(),
+    }
+
+
+def _torch_version() -> str | None:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def environment(gpt=None) -> dict:
     """The versions and the machine; with a tensor-mode `gpt`, also torch's threads and the
     device it resolved (and the GPU's name on CUDA)."""
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
+    torch_version = _torch_version()
     env = {
         "microgpt": __version__,
         "python": platform.python_version(),
