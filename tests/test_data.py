@@ -13,7 +13,7 @@ from microgpt.data import (
     training_pairs,
 )
 from microgpt.errors import UserError
-from microgpt.init import gauss_draws, init_weights, param_shapes
+from microgpt.init import init_weights, param_shapes
 
 
 def test_bundled_names():
@@ -103,20 +103,6 @@ def test_tied_init_skips_the_lm_head_draws():
     tied = init_weights(ModelConfig(vocab_size=27, tie_lm_head=True), random.Random(1))
     assert tied["wte"] == untied["wte"] and tied["wpe"] == untied["wpe"]
     assert tied["layer0.attn_wq"][0][0] == untied["lm_head"][0][0]  # moved up in the stream
-
-
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 4192])
-@pytest.mark.parametrize("kept", [False, True], ids=["fresh", "a-draw-kept"])
-def test_gauss_draws_are_random_gauss(n, kept):
-    """`init.gauss_draws` draws exactly `random.gauss`'s numbers and leaves the RNG as it does,
-    whether or not the RNG holds the second of a pair (`gauss_next`) before or after."""
-    a, b = random.Random(42), random.Random(42)
-    if kept:
-        a.gauss(0, 1), b.gauss(0, 1)
-    want = [a.gauss(0, 0.08) for _ in range(n)]
-    assert gauss_draws(b, n, 0.08) == want
-    assert b.getstate() == a.getstate()
-    assert b.gauss(0, 1) == a.gauss(0, 1)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ inputs too.
 
 from __future__ import annotations
 
-import math
 import random
 
 from microgpt.config import ModelConfig
@@ -32,11 +31,9 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, int]]:
 
 
 def init_weights(config: ModelConfig, rng: random.Random) -> dict[str, Matrix]:
-    shapes = param_shapes(config)
-    draws = iter(gauss_draws(rng, sum(rows * cols for rows, cols in shapes.values()), INIT_STD))
     weights = {
-        name: [[next(draws) for _ in range(cols)] for _ in range(rows)]
-        for name, (rows, cols) in shapes.items()
+        name: [[rng.gauss(0, INIT_STD) for _ in range(cols)] for _ in range(rows)]
+        for name, (rows, cols) in param_shapes(config).items()
     }
     if config.init == "zero":
         for name, m in weights.items():
@@ -45,50 +42,3 @@ def init_weights(config: ModelConfig, rng: random.Random) -> dict[str, Matrix]:
         if "lm_head" in weights:
             weights["lm_head"] = [[w * SMALL_HEAD for w in row] for row in weights["lm_head"]]
     return weights
-
-
-def gauss_draws(rng: random.Random, n: int, sigma: float) -> list[float]:
-    """`[rng.gauss(0, sigma) for _ in range(n)]`, the same numbers and the same RNG state after,
-    at about twice the speed: `random.gauss`'s Box-Muller pairs (CPython's: two `random()`
-    draws give cos and sin of one angle, the second kept in `gauss_next`) computed in one loop.
-    A study draws a model's weights per run; checked against `random.gauss` once per process
-    (`_GAUSS_OK`), which is used instead if it ever draws otherwise."""
-    if not _gauss_matches():
-        return [rng.gauss(0, sigma) for _ in range(n)]
-    return _draw(rng, n, sigma)
-
-
-def _draw(rng: random.Random, n: int, sigma: float) -> list[float]:
-    out: list[float] = []
-    if n <= 0:
-        return out
-    kept, rng.gauss_next = rng.gauss_next, None
-    if kept is not None:
-        out.append(0.0 + kept * sigma)
-        n -= 1
-    uniform, append = rng.random, out.append
-    for _ in range(n // 2):
-        angle = uniform() * _TWO_PI
-        radius = _sqrt(-2.0 * _log(1.0 - uniform()))
-        append(0.0 + _cos(angle) * radius * sigma)
-        append(0.0 + _sin(angle) * radius * sigma)
-    if n % 2:
-        angle = uniform() * _TWO_PI
-        radius = _sqrt(-2.0 * _log(1.0 - uniform()))
-        append(0.0 + _cos(angle) * radius * sigma)
-        rng.gauss_next = _sin(angle) * radius
-    return out
-
-
-_TWO_PI = 2.0 * math.pi
-_cos, _sin, _log, _sqrt = math.cos, math.sin, math.log, math.sqrt
-_GAUSS_OK: list[bool] = []  # whether `gauss_draws` draws as random.gauss does (once known)
-
-
-def _gauss_matches() -> bool:
-    if not _GAUSS_OK:
-        a, b = random.Random(12345), random.Random(12345)
-        want = [a.gauss(0, 0.5) for _ in range(5)]
-        got = _draw(b, 5, 0.5)
-        _GAUSS_OK.append(got == want and a.getstate() == b.getstate())
-    return _GAUSS_OK[0]
